@@ -25,14 +25,17 @@ public:
 
 class Bus {
 public:
-    Status insert(uint64_t base, uint64_t len, std::shared_ptr<Device> dev, std::string name);
+    // The device sees offsets starting at `dev_offset` (one device may answer several
+    // disjoint ranges, e.g. the two 8259s and their ELCRs).
+    Status insert(uint64_t base, uint64_t len, std::shared_ptr<Device> dev, std::string name,
+                  uint64_t dev_offset = 0);
     // False when no device covers the address (reads then return all ones).
     bool read(uint64_t addr, std::span<uint8_t> data) const;
     bool write(uint64_t addr, std::span<const uint8_t> data) const;
 
 private:
     struct Entry {
-        uint64_t base, len;
+        uint64_t base, len, dev_offset;
         std::shared_ptr<Device> dev;
         std::string name;
     };
