@@ -17,6 +17,8 @@
 
 namespace kv {
 
+class Transport;
+
 class MessageHandler {
 public:
     virtual ~MessageHandler() = default;
@@ -24,6 +26,10 @@ public:
     // The connection to `peer` is gone (closed, died, or sent a malformed message: `why`
     // names it). Called once per peer.
     virtual void on_peer_lost(NodeId peer, const Error& why) = 0;
+    // Called once, on the receive thread, before any other handler call: the transport is
+    // built and may be used to reply. (A handler is given to the transport's factory before
+    // the transport exists, and a peer may send as soon as the mesh is up.)
+    virtual void on_start(Transport& transport) { (void)transport; }
 };
 
 struct PeerAddress {

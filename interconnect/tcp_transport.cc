@@ -1,0 +1,525 @@
+#include "interconnect/tcp_transport.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <string>
+
+#include "base/log.h"
+#include "interconnect/codec.h"
+#include "interconnect/handshake.h"
+#include "interconnect/tcp_socket.h"
+
+namespace kv {
+namespace {
+
+constexpr size_t kHelloMessage = kHeaderBytes + sizeof(HelloPayload);
+
+std::string node_name(NodeId id) { return "node " + std::to_string(id); }
+
+std::string address_of(const PeerAddress& a) { return a.host + ":" + std::to_string(a.port); }
+
+// Serialises a Hello or HelloAck into `out`.
+void encode_hello(MsgType type, NodeId src, const HelloPayload& p,
+                  std::span<uint8_t, kHelloMessage> out) {
+    MsgHeader h;
+    h.type = static_cast<uint16_t>(type);
+    h.length = sizeof p;
+    h.src = src;
+    encode_header(h, out.first<kHeaderBytes>());
+    std::memcpy(out.data() + kHeaderBytes, &p, sizeof p);
+}
+
+// Parses a complete Hello/HelloAck message of `expected` type.
+Result<HelloPayload> decode_hello(MsgType expected, std::span<const uint8_t, kHelloMessage> in) {
+    auto h = decode_header(in.first<kHeaderBytes>());
+    if (!h.ok()) return h.error();
+    if (h->type != static_cast<uint16_t>(expected)) {
+        const char* got = msg_type_name(static_cast<MsgType>(h->type));
+        return Error{std::string("expected ") + msg_type_name(expected) + ", got " + got};
+    }
+    auto p = record_from<HelloPayload>(in.subspan<kHeaderBytes>());
+    if (!p) return Error{"malformed Hello"};
+    if (p->node_id != h->src) {
+        return Error{"Hello from node " + std::to_string(p->node_id) + " with header src " +
+                     std::to_string(h->src)};
+    }
+    return *p;
+}
+
+Status signal(int eventfd) {
+    uint64_t one = 1;
+    if (::write(eventfd, &one, sizeof one) != sizeof one) return Error::from_errno("eventfd");
+    return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Transport>> make_tcp_transport(const TransportOptions& opts,
+                                                      MessageHandler* handler) {
+    auto t = TcpTransport::create(opts, handler);
+    if (!t.ok()) return t.error();
+    return std::unique_ptr<Transport>(std::move(*t));
+}
+
+TcpTransport::TcpTransport(const TransportOptions& opts, MessageHandler* handler)
+    : opts_(opts), handler_(handler) {}
+
+TcpTransport::~TcpTransport() { shutdown(); }
+
+Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOptions& opts,
+                                                           MessageHandler* handler) {
+    if (!handler) return Error{"tcp transport: no message handler"};
+    std::set<NodeId> ids;
+    bool self_listed = false;
+    for (const PeerAddress& a : opts.nodes) {
+        if (!ids.insert(a.id).second) {
+            return Error{"tcp transport: " + node_name(a.id) + " listed twice"};
+        }
+        self_listed |= a.id == opts.self;
+    }
+    if (!self_listed) {
+        return Error{"tcp transport: self (" + node_name(opts.self) + ") not in the node list"};
+    }
+    std::unique_ptr<TcpTransport> t(new TcpTransport(opts, handler));
+    Status st = t->start();
+    if (!st.ok()) return st.error();
+    return t;
+}
+
+TcpTransport::Peer* TcpTransport::find(NodeId id) {
+    // A handful of peers: a linear scan is as fast as a map and never allocates.
+    for (auto& p : peers_) {
+        if (p->addr.id == id) return p.get();
+    }
+    return nullptr;
+}
+
+Status TcpTransport::start() {
+    const PeerAddress* me = nullptr;
+    for (const PeerAddress& a : opts_.nodes) {
+        if (a.id == opts_.self) {
+            me = &a;
+        } else {
+            peers_.push_back(std::make_unique<Peer>());
+            peers_.back()->addr = a;
+        }
+    }
+    std::sort(peers_.begin(), peers_.end(),
+              [](const auto& a, const auto& b) { return a->addr.id < b->addr.id; });
+    const bool has_higher = !peers_.empty() && peers_.back()->addr.id > opts_.self;
+
+    auto ep = Fd::check(epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
+    if (!ep.ok()) return ep.error();
+    epoll_ = std::move(*ep);
+    auto wake = Fd::check(eventfd(0, EFD_CLOEXEC), "eventfd");
+    if (!wake.ok()) return wake.error();
+    wake_ = std::move(*wake);
+    auto cancel = Fd::check(eventfd(0, EFD_CLOEXEC), "eventfd");
+    if (!cancel.ok()) return cancel.error();
+    cancel_ = std::move(*cancel);
+
+    Fd listener;
+    if (opts_.listener && opts_.listener->valid()) {
+        auto dup = Fd::check(fcntl(opts_.listener->get(), F_DUPFD_CLOEXEC, 0), "dup listener");
+        if (!dup.ok()) return dup.error();
+        listener = std::move(*dup);
+    } else if (has_higher) {
+        auto l = tcp_listen(me->host, me->port);
+        if (!l.ok()) return Error{node_name(opts_.self) + ": " + l.error().message};
+        listener = std::move(*l);
+    }
+
+    // Accept from higher nodes on a helper thread while this one dials the lower nodes;
+    // either half failing for good signals cancel_ so the other stops waiting.
+    const Clock::time_point deadline = Clock::now() + opts_.connect_timeout;
+    std::vector<NodeId> unreached_up, unreached_down;
+    Status accepted;
+    std::thread acceptor;
+    if (has_higher) {
+        acceptor = std::thread([&] {
+            accepted = accept_higher(std::move(listener), deadline, &unreached_up);
+            if (!accepted.ok() && unreached_up.empty()) (void)signal(cancel_.get());
+        });
+    }
+    Status connected = connect_lower(deadline, &unreached_down);
+    if (!connected.ok() && unreached_down.empty()) (void)signal(cancel_.get());
+    if (acceptor.joinable()) acceptor.join();
+
+    // A refusal or system error is reported as such; otherwise name every unreached peer.
+    for (const Status* s : {&connected, &accepted}) {
+        if (!s->ok() && s->error().message != "cancelled" &&
+            (s == &connected ? unreached_down : unreached_up).empty()) {
+            return Error{node_name(opts_.self) + ": " + s->error().message};
+        }
+    }
+    std::vector<NodeId> unreached = unreached_down;
+    unreached.insert(unreached.end(), unreached_up.begin(), unreached_up.end());
+    if (!unreached.empty()) {
+        std::sort(unreached.begin(), unreached.end());
+        std::string names;
+        for (NodeId id : unreached) {
+            if (!names.empty()) names += ", ";
+            names += node_name(id) + " (" + address_of(find(id)->addr) + ")";
+        }
+        return Error{node_name(opts_.self) + ": peers not reached within " +
+                     std::to_string(opts_.connect_timeout.count()) + " ms: " + names};
+    }
+    if (!connected.ok()) return Error{node_name(opts_.self) + ": " + connected.error().message};
+    if (!accepted.ok()) return Error{node_name(opts_.self) + ": " + accepted.error().message};
+
+    for (auto& p : peers_) {
+        KV_TRY(set_nonblocking(p->fd.get(), false));  // sends block; receives use MSG_DONTWAIT
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.ptr = p.get();
+        if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, p->fd.get(), &ev) != 0) {
+            return Error::from_errno("epoll_ctl add");
+        }
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;  // the wake eventfd
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) {
+        return Error::from_errno("epoll_ctl add");
+    }
+    receiver_ = std::thread([this] { receive_loop(); });
+    KV_INFO("interconnect: %s connected to %zu peers", node_name(opts_.self).c_str(),
+            peers_.size());
+    return {};
+}
+
+Status TcpTransport::connect_lower(Clock::time_point deadline, std::vector<NodeId>* unreached) {
+    for (auto& p : peers_) {
+        if (p->addr.id > opts_.self) break;
+        bool reached = false;
+        Status st = connect_one(*p, deadline, &reached);
+        if (!reached) {
+            unreached->push_back(p->addr.id);
+            continue;  // the deadline has passed: the rest are named unreached too
+        }
+        if (!st.ok()) return st;
+    }
+    return {};
+}
+
+// Dials `p` until it answers or the deadline passes; then runs the connector side of the
+// handshake. `*reached` is false only when the peer never accepted a connection in time.
+Status TcpTransport::connect_one(Peer& p, Clock::time_point deadline, bool* reached) {
+    const std::string who = node_name(p.addr.id) + " (" + address_of(p.addr) + ")";
+    Fd fd;
+    while (true) {
+        bool retry = false;
+        auto c = tcp_connect(p.addr.host, p.addr.port, deadline, cancel_.get(), &retry);
+        if (c.ok()) {
+            fd = std::move(*c);
+            break;
+        }
+        if (!retry) return Error{"connect to " + who + ": " + c.error().message};
+        // The peer is not listening yet: retry shortly, but wake at once if cancelled.
+        const auto pause = std::min<Clock::time_point>(deadline, Clock::now() +
+                                                                     std::chrono::milliseconds(20));
+        Status w = wait_fd(cancel_.get(), POLLIN, pause, -1);
+        if (w.ok()) return Error{"cancelled"};
+        if (Clock::now() >= deadline) return Error{"connect to " + who + ": timed out"};
+    }
+    *reached = true;
+    KV_TRY(set_nodelay(fd.get()));
+
+    alignas(8) uint8_t msg[kHelloMessage];
+    encode_hello(MsgType::Hello, opts_.self, make_hello(opts_, p.addr.id, HelloStatus::Ok),
+                 std::span<uint8_t, kHelloMessage>(msg));
+    Status st = write_all(fd.get(), msg, deadline, cancel_.get());
+    if (st.ok()) st = read_exact(fd.get(), msg, deadline, cancel_.get());
+    if (!st.ok()) return Error{"handshake with " + who + ": " + st.error().message};
+    auto ack = decode_hello(MsgType::HelloAck, std::span<const uint8_t, kHelloMessage>(msg));
+    if (!ack.ok()) return Error{"handshake with " + who + ": " + ack.error().message};
+    if (ack->node_id != p.addr.id) {
+        KV_ERROR("interconnect: %s answered as node %u", who.c_str(), ack->node_id);
+        return Error{"handshake with " + who + ": it answered as node " +
+                     std::to_string(ack->node_id)};
+    }
+    auto status = static_cast<HelloStatus>(ack->status);
+    std::string why;
+    if (status == HelloStatus::Ok) {
+        status = check_hello(opts_, *ack, &why);
+        if (status != HelloStatus::Ok) {
+            KV_ERROR("interconnect: refusing %s: %s %s", who.c_str(), hello_status_text(status),
+                     why.c_str());
+            return Error{"handshake with " + who + ": " + hello_status_text(status) +
+                         (why.empty() ? "" : ": " + why)};
+        }
+    } else {
+        KV_ERROR("interconnect: %s refused the handshake: %s", who.c_str(),
+                 hello_status_text(status));
+        return Error{who + " refused the handshake: " + hello_status_text(status)};
+    }
+    p.fd = std::move(fd);
+    return {};
+}
+
+// The acceptor side: handshakes with not-yet-identified connections run interleaved in one
+// poll loop, so one silent or slow connection cannot hold up the others.
+Status TcpTransport::accept_higher(Fd listener, Clock::time_point deadline,
+                                   std::vector<NodeId>* unreached) {
+    struct Pending {
+        Fd fd;
+        std::string name;  // address, until the Hello names the node
+        size_t got = 0;
+        alignas(8) uint8_t buf[kHelloMessage];
+    };
+    std::vector<std::unique_ptr<Pending>> pending;
+    size_t waiting = 0;
+    for (auto& p : peers_) waiting += p->addr.id > opts_.self;
+
+    while (waiting > 0) {
+        std::vector<pollfd> fds = {{listener.get(), POLLIN, 0}, {cancel_.get(), POLLIN, 0}};
+        for (auto& c : pending) fds.push_back({c->fd.get(), POLLIN, 0});
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0) {
+            for (auto& p : peers_) {
+                if (p->addr.id > opts_.self && !p->fd.valid()) unreached->push_back(p->addr.id);
+            }
+            return Error{"timed out"};
+        }
+        if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) < 0) {
+            if (errno == EINTR) continue;
+            return Error::from_errno("poll");
+        }
+        if (fds[1].revents & POLLIN) return Error{"cancelled"};
+        // Handshake progress first (indices into `fds` shift once pending changes).
+        for (size_t i = 0; i < pending.size(); ++i) {
+            if (!fds[2 + i].revents) continue;
+            Pending& c = *pending[i];
+            ssize_t n = ::recv(c.fd.get(), c.buf + c.got, kHelloMessage - c.got, MSG_DONTWAIT);
+            std::string bad;
+            if (n == 0) {
+                bad = "closed before completing the handshake";
+            } else if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR) continue;
+                bad = std::string("receive: ") + std::strerror(errno);
+            } else {
+                c.got += static_cast<size_t>(n);
+                if (c.got >= kHeaderBytes && c.got < kHelloMessage) {
+                    // Refuse garbage as soon as its header is in, not after more bytes.
+                    auto h = decode_header(std::span<const uint8_t>(c.buf, c.got));
+                    if (!h.ok()) bad = h.error().message;
+                    else if (h->type != static_cast<uint16_t>(MsgType::Hello)) {
+                        bad = std::string("expected Hello, got ") +
+                              msg_type_name(static_cast<MsgType>(h->type));
+                    }
+                }
+            }
+            if (bad.empty() && c.got < kHelloMessage) continue;
+            Fd fd = std::move(c.fd);
+            const std::string name = c.name;
+            std::unique_ptr<Pending> done = std::move(pending[i]);
+            pending.erase(pending.begin() + static_cast<long>(i));
+            fds.erase(fds.begin() + 2 + static_cast<long>(i));
+            --i;
+            if (!bad.empty()) {
+                KV_WARN("interconnect: dropping connection from %s: %s", name.c_str(),
+                        bad.c_str());
+                continue;
+            }
+            auto hello = decode_hello(MsgType::Hello,
+                                      std::span<const uint8_t, kHelloMessage>(done->buf));
+            if (!hello.ok()) {
+                KV_WARN("interconnect: dropping connection from %s: %s", name.c_str(),
+                        hello.error().message.c_str());
+                continue;
+            }
+            const NodeId id = hello->node_id;
+            const std::string who = node_name(id) + " (" + name + ")";
+            std::string why;
+            HelloStatus status = check_hello(opts_, *hello, &why);
+            Peer* peer = find(id);
+            if (status == HelloStatus::Ok && (!peer || id < opts_.self)) {
+                status = HelloStatus::UnexpectedNode;
+            }
+            if (status == HelloStatus::Ok && peer->fd.valid()) status = HelloStatus::DuplicateNode;
+            KV_TRY(set_nodelay(fd.get()));
+            encode_hello(MsgType::HelloAck, opts_.self, make_hello(opts_, id, status),
+                         std::span<uint8_t, kHelloMessage>(done->buf));
+            Status sent = write_all(fd.get(), done->buf, deadline, cancel_.get());
+            if (status != HelloStatus::Ok) {
+                KV_ERROR("interconnect: refusing %s: %s%s", who.c_str(), hello_status_text(status),
+                         why.empty() ? "" : (": " + why).c_str());
+                return Error{"refused " + who + ": " + hello_status_text(status) +
+                             (why.empty() ? "" : ": " + why)};
+            }
+            if (!sent.ok()) return Error{"handshake with " + who + ": " + sent.error().message};
+            peer->fd = std::move(fd);
+            --waiting;
+        }
+        if (fds[0].revents & POLLIN) {
+            int c = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (c < 0) {
+                if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                    return Error::from_errno("accept");
+                }
+                continue;
+            }
+            auto conn = std::make_unique<Pending>();
+            conn->fd = Fd(c);
+            conn->name = peer_name(c);
+            pending.push_back(std::move(conn));
+        }
+    }
+    return {};
+}
+
+Status TcpTransport::send(NodeId to, MsgHeader h, std::span<const uint8_t> payload) {
+    Peer* p = find(to);
+    if (!p) return Error{"send to node " + std::to_string(to) + ": not a peer"};
+    if (payload.size() > kMaxPayload) {
+        return Error{"send to node " + std::to_string(to) + ": payload of " +
+                     std::to_string(payload.size()) + " bytes exceeds the maximum"};
+    }
+    Status valid = validate_payload(h.type, static_cast<uint32_t>(payload.size()));
+    if (!valid.ok()) return Error{"send to node " + std::to_string(to) + ": " + valid.error().message};
+    h.magic = kMsgMagic;
+    h.version = kMsgVersion;
+    h.length = static_cast<uint32_t>(payload.size());
+    h.src = opts_.self;
+
+    // iovec wants non-const pointers; sendmsg only reads them.
+    iovec iov[2] = {{&h, sizeof h},
+                    {const_cast<uint8_t*>(payload.data()), payload.size()}};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = payload.empty() ? 1 : 2;
+
+    std::lock_guard lock(p->send_mu);
+    if (!p->fd.valid()) {
+        return Error{"send to node " + std::to_string(to) + ": connection lost (" + p->lost_why +
+                     ")"};
+    }
+    while (msg.msg_iovlen > 0) {
+        ssize_t n = ::sendmsg(p->fd.get(), &msg, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return Error::from_errno("send to node " + std::to_string(to));
+        }
+        // A partial write (socket buffer full, blocking send interrupted): skip what went out.
+        auto left = static_cast<size_t>(n);
+        while (msg.msg_iovlen > 0 && left >= msg.msg_iov[0].iov_len) {
+            left -= msg.msg_iov[0].iov_len;
+            ++msg.msg_iov;
+            --msg.msg_iovlen;
+        }
+        if (msg.msg_iovlen > 0) {
+            msg.msg_iov[0].iov_base = static_cast<uint8_t*>(msg.msg_iov[0].iov_base) + left;
+            msg.msg_iov[0].iov_len -= left;
+        }
+    }
+    return {};
+}
+
+void TcpTransport::receive_loop() {
+    handler_->on_start(*this);
+    epoll_event events[16];
+    while (!stopping_.load(std::memory_order_acquire)) {
+        int n = epoll_wait(epoll_.get(), events, 16, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            KV_ERROR("interconnect: epoll_wait: %s", std::strerror(errno));
+            return;
+        }
+        for (int i = 0; i < n; ++i) {
+            if (stopping_.load(std::memory_order_acquire)) return;
+            auto* p = static_cast<Peer*>(events[i].data.ptr);
+            if (!p) return;  // the wake eventfd: shutdown() is waiting for this thread
+            if (!p->lost.load(std::memory_order_relaxed)) on_readable(*p);
+        }
+    }
+}
+
+// One recv per readiness event keeps the peers fair; level-triggered epoll brings us back
+// if more is waiting.
+void TcpTransport::on_readable(Peer& p) {
+    auto room = p.parser.writable();
+    ssize_t n = ::recv(p.fd.get(), room.data(), room.size(), MSG_DONTWAIT);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        drop(p, Error::from_errno(node_name(p.addr.id) + ": receive"));
+        return;
+    }
+    if (n == 0) {
+        Status eof = p.parser.check_eof();
+        drop(p, Error{node_name(p.addr.id) + ": " +
+                      (eof.ok() ? std::string("connection closed by peer")
+                                : "connection closed mid-message: " + eof.error().message)});
+        return;
+    }
+    p.parser.commit(static_cast<size_t>(n));
+    while (!stopping_.load(std::memory_order_acquire)) {
+        auto r = p.parser.next();
+        if (!r.ok()) {
+            drop(p, Error{node_name(p.addr.id) + ": " + r.error().message});
+            return;
+        }
+        if (!*r) return;
+        const Frame& f = **r;
+        const auto type = static_cast<MsgType>(f.header.type);
+        if (type == MsgType::Hello || type == MsgType::HelloAck) {
+            drop(p, Error{node_name(p.addr.id) + ": out-of-protocol " + msg_type_name(type) +
+                          " after the handshake"});
+            return;
+        }
+        if (f.header.src != p.addr.id) {
+            drop(p, Error{node_name(p.addr.id) + ": message claims to come from node " +
+                          std::to_string(f.header.src)});
+            return;
+        }
+        handler_->on_message(p.addr.id, f.header, f.payload);
+    }
+}
+
+void TcpTransport::drop(Peer& p, const Error& why) {
+    if (p.lost.exchange(true)) return;
+    KV_ERROR("interconnect: dropping connection to node %u (%s): %s", p.addr.id,
+             address_of(p.addr).c_str(), why.message.c_str());
+    (void)epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, p.fd.get(), nullptr);
+    // Wake a sender blocked in sendmsg on this socket before waiting for its mutex.
+    ::shutdown(p.fd.get(), SHUT_RDWR);
+    {
+        std::lock_guard lock(p.send_mu);
+        p.lost_why = why.message;
+        p.fd.reset();
+    }
+    handler_->on_peer_lost(p.addr.id, why);
+}
+
+void TcpTransport::shutdown() {
+    std::lock_guard guard(shutdown_mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    stopping_.store(true, std::memory_order_release);
+    if (receiver_.joinable()) {
+        if (receiver_.get_id() == std::this_thread::get_id()) {
+            KV_ERROR("interconnect: shutdown() called from a message handler; not joining");
+            receiver_.detach();
+        } else {
+            (void)signal(wake_.get());
+            receiver_.join();
+        }
+    }
+    // The receive thread is gone: only senders touch the sockets now, under send_mu.
+    for (auto& p : peers_) {
+        if (p->fd.valid()) ::shutdown(p->fd.get(), SHUT_RDWR);
+        std::lock_guard lock(p->send_mu);
+        if (p->lost_why.empty()) p->lost_why = "transport shut down";
+        p->fd.reset();
+    }
+}
+
+}  // namespace kv

@@ -1,0 +1,100 @@
+// Transport over TCP: a full mesh, one connection per node pair.
+//
+// Start-up (create()): the node listens (unless it is the highest id) and, concurrently,
+// connects to every lower-id node; each connection runs the Hello/HelloAck handshake
+// (handshake.h has the sequence diagram and the refusal rules):
+//
+//   node 2                 node 1                 node 0
+//     |--connect, Hello---->|                       |
+//     |--connect, Hello-------------------------->  |
+//     |                     |--connect, Hello-----> |
+//     |<--HelloAck----------|<--HelloAck----------- |
+//     |<--HelloAck------------------------------    |
+//   create() returns once all N-1 connections are up, or fails naming the peers not
+//   reached by TransportOptions::connect_timeout. The listening socket is then closed:
+//   a lost peer is not re-admitted (a node that dies stops the guest, issue 3 item 5).
+//
+// Threading:
+//   - one receive thread per transport: epoll over every peer socket and an eventfd that
+//     shutdown() signals. It reads into the peer's StreamParser (one preallocated buffer
+//     of 32 + kMaxPayload bytes per peer), validates every header with the codec and calls
+//     the handler in order per peer (and, as one thread, in one order over all peers).
+//   - send() from any thread: a per-peer mutex, one sendmsg() of header + payload (a
+//     partial write is continued under the same mutex), so a message is never interleaved
+//     with another and messages to one peer leave in the order their send() returned.
+//     Sockets are blocking for sends: a full socket buffer makes send() wait (backpressure).
+//   - no heap allocation per message on either path (errors aside).
+//
+// Errors: a truncated, oversized, unknown or out-of-protocol message (a Hello after the
+// handshake, a header whose src is not the connection's node), a reset, or a close by the
+// peer drops that connection: one log line naming the peer and the problem, then
+// on_peer_lost(peer, why) exactly once, on the receive thread. Other peers are unaffected.
+// send() to a lost peer fails with the reason.
+//
+// shutdown(): stops and joins the receive thread, then closes every socket; no handler
+// call happens after it returns. It must not be called from inside a handler.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "base/fd.h"
+#include "interconnect/stream_parser.h"
+#include "interconnect/tcp_socket.h"
+#include "interconnect/transport.h"
+#include "interconnect/transport_options.h"
+
+namespace kv {
+
+class TcpTransport final : public Transport {
+public:
+    // Builds the mesh (blocking until done or the connect deadline) and starts receiving.
+    static Result<std::unique_ptr<TcpTransport>> create(const TransportOptions& opts,
+                                                        MessageHandler* handler);
+    ~TcpTransport() override;
+
+    NodeId self() const override { return opts_.self; }
+    Status send(NodeId to, MsgHeader h, std::span<const uint8_t> payload = {}) override;
+    void shutdown() override;
+
+private:
+    struct Peer {
+        PeerAddress addr;
+        // Set during start-up; afterwards changed (closed) only under send_mu, by the
+        // receive thread's drop() or by shutdown() after the receive thread is joined.
+        Fd fd;
+        std::mutex send_mu;
+        std::atomic<bool> lost{false};
+        std::string lost_why;  // under send_mu
+        StreamParser parser;   // receive thread only
+    };
+
+    TcpTransport(const TransportOptions& opts, MessageHandler* handler);
+    Status start();
+    Status accept_higher(Fd listener, Clock::time_point deadline, std::vector<NodeId>* unreached);
+    Status connect_lower(Clock::time_point deadline, std::vector<NodeId>* unreached);
+    Status connect_one(Peer& p, Clock::time_point deadline, bool* reached);
+    Peer* find(NodeId id);
+    void receive_loop();
+    void on_readable(Peer& p);
+    void drop(Peer& p, const Error& why);
+
+    TransportOptions opts_;
+    MessageHandler* handler_;
+    std::vector<std::unique_ptr<Peer>> peers_;  // every node but self, by ascending id
+    Fd epoll_;
+    Fd wake_;    // eventfd: shutdown() -> receive thread
+    Fd cancel_;  // eventfd: a failing start-up half tells the other to stop waiting
+    std::thread receiver_;
+    std::atomic<bool> stopping_{false};
+    std::mutex shutdown_mu_;
+    bool shut_down_ = false;  // under shutdown_mu_
+};
+
+Result<std::unique_ptr<Transport>> make_tcp_transport(const TransportOptions& opts,
+                                                      MessageHandler* handler);
+
+}  // namespace kv
