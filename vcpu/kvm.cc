@@ -1,0 +1,162 @@
+#include "vcpu/kvm.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <memory>
+
+namespace kv {
+
+namespace {
+Status ioctl_status(int fd, unsigned long req, const void* arg, const char* name) {
+    if (::ioctl(fd, req, arg) < 0) return Error::from_errno(name);
+    return {};
+}
+}  // namespace
+
+Result<Kvm> Kvm::open(const char* path) {
+    auto fd = Fd::check(::open(path, O_RDWR | O_CLOEXEC), path);
+    if (!fd) return fd.error();
+    int ver = ::ioctl(fd->get(), KVM_GET_API_VERSION, 0);
+    if (ver != KVM_API_VERSION)
+        return Error{std::string(path) + ": unexpected KVM API version " + std::to_string(ver)};
+    Kvm kvm(std::move(fd).value());
+    int sz = ::ioctl(kvm.fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (sz <= 0) return Error::from_errno("KVM_GET_VCPU_MMAP_SIZE");
+    kvm.run_size_ = size_t(sz);
+    return kvm;
+}
+
+Result<int> Kvm::check_extension(long cap) const {
+    int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
+    if (r < 0) return Error::from_errno("KVM_CHECK_EXTENSION");
+    return r;
+}
+
+Result<std::vector<kvm_cpuid_entry2>> Kvm::supported_cpuid() const {
+    // kvm_cpuid2 ends in a flexible array: size the buffer generously and retry on E2BIG.
+    for (uint32_t n = 128; n <= 4096; n *= 2) {
+        std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
+        auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+        c->nent = n;
+        if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, c) == 0)
+            return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+        if (errno != E2BIG) return Error::from_errno("KVM_GET_SUPPORTED_CPUID");
+    }
+    return Error{"KVM_GET_SUPPORTED_CPUID: too many entries"};
+}
+
+Result<VmFd> Kvm::create_vm() const {
+    // KVM_CREATE_VM may fail with EINTR while the host is busy; retry a few times.
+    for (int i = 0;; ++i) {
+        int fd = ::ioctl(fd_.get(), KVM_CREATE_VM, 0);
+        if (fd >= 0) return VmFd(Fd(fd), run_size_);
+        if (errno != EINTR || i > 10) return Error::from_errno("KVM_CREATE_VM");
+    }
+}
+
+Status VmFd::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host) {
+    kvm_userspace_memory_region r{};
+    r.slot = slot;
+    r.guest_phys_addr = gpa;
+    r.memory_size = size;
+    r.userspace_addr = reinterpret_cast<uint64_t>(host);
+    return ioctl_status(fd_.get(), KVM_SET_USER_MEMORY_REGION, &r, "KVM_SET_USER_MEMORY_REGION");
+}
+
+Status VmFd::set_tss_addr(uint64_t addr) {
+    if (::ioctl(fd_.get(), KVM_SET_TSS_ADDR, addr) < 0) return Error::from_errno("KVM_SET_TSS_ADDR");
+    return {};
+}
+
+Status VmFd::set_identity_map_addr(uint64_t addr) {
+    return ioctl_status(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &addr, "KVM_SET_IDENTITY_MAP_ADDR");
+}
+
+Result<VcpuFd> VmFd::create_vcpu(uint32_t id) {
+    auto fd = Fd::check(::ioctl(fd_.get(), KVM_CREATE_VCPU, id), "KVM_CREATE_VCPU");
+    if (!fd) return fd.error();
+    auto run = Mapping::shared(fd->get(), run_size_);
+    if (!run) return Error{"mmap of kvm_run for vCPU " + std::to_string(id) + ": " +
+                           run.error().message};
+    return VcpuFd(std::move(fd).value(), std::move(run).value());
+}
+
+int VcpuFd::run() { return ::ioctl(fd_.get(), KVM_RUN, 0) < 0 ? errno : 0; }
+
+Status VcpuFd::get_regs(kvm_regs& r) const {
+    return ioctl_status(fd_.get(), KVM_GET_REGS, &r, "KVM_GET_REGS");
+}
+Status VcpuFd::set_regs(const kvm_regs& r) {
+    return ioctl_status(fd_.get(), KVM_SET_REGS, &r, "KVM_SET_REGS");
+}
+Status VcpuFd::get_sregs(kvm_sregs& s) const {
+    return ioctl_status(fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");
+}
+Status VcpuFd::set_sregs(const kvm_sregs& s) {
+    return ioctl_status(fd_.get(), KVM_SET_SREGS, &s, "KVM_SET_SREGS");
+}
+Status VcpuFd::get_fpu(kvm_fpu& f) const {
+    return ioctl_status(fd_.get(), KVM_GET_FPU, &f, "KVM_GET_FPU");
+}
+Status VcpuFd::set_fpu(const kvm_fpu& f) {
+    return ioctl_status(fd_.get(), KVM_SET_FPU, &f, "KVM_SET_FPU");
+}
+
+Status VcpuFd::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
+    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+    c->nent = uint32_t(entries.size());
+    std::copy(entries.begin(), entries.end(), c->entries);
+    return ioctl_status(fd_.get(), KVM_SET_CPUID2, c, "KVM_SET_CPUID2");
+}
+
+Status VcpuFd::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
+    std::vector<uint8_t> buf(sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry));
+    auto* m = reinterpret_cast<kvm_msrs*>(buf.data());
+    m->nmsrs = uint32_t(msrs.size());
+    std::copy(msrs.begin(), msrs.end(), m->entries);
+    int n = ::ioctl(fd_.get(), KVM_SET_MSRS, m);
+    if (n < 0) return Error::from_errno("KVM_SET_MSRS");
+    if (size_t(n) != msrs.size())
+        return Error{"KVM_SET_MSRS: MSR " + std::to_string(msrs[size_t(n)].index) + " refused"};
+    return {};
+}
+
+Status VcpuFd::get_msrs(std::vector<kvm_msr_entry>& msrs) const {
+    std::vector<uint8_t> buf(sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry));
+    auto* m = reinterpret_cast<kvm_msrs*>(buf.data());
+    m->nmsrs = uint32_t(msrs.size());
+    std::copy(msrs.begin(), msrs.end(), m->entries);
+    int n = ::ioctl(fd_.get(), KVM_GET_MSRS, m);
+    if (n < 0) return Error::from_errno("KVM_GET_MSRS");
+    std::copy(m->entries, m->entries + n, msrs.begin());
+    msrs.resize(size_t(n));
+    return {};
+}
+
+Status VcpuFd::interrupt(uint32_t vector) {
+    kvm_interrupt irq{vector};
+    return ioctl_status(fd_.get(), KVM_INTERRUPT, &irq, "KVM_INTERRUPT");
+}
+
+Status VcpuFd::nmi() {
+    if (::ioctl(fd_.get(), KVM_NMI, 0) < 0) return Error::from_errno("KVM_NMI");
+    return {};
+}
+
+Status VcpuFd::get_vcpu_events(kvm_vcpu_events& e) const {
+    return ioctl_status(fd_.get(), KVM_GET_VCPU_EVENTS, &e, "KVM_GET_VCPU_EVENTS");
+}
+Status VcpuFd::set_vcpu_events(const kvm_vcpu_events& e) {
+    return ioctl_status(fd_.get(), KVM_SET_VCPU_EVENTS, &e, "KVM_SET_VCPU_EVENTS");
+}
+
+Result<uint32_t> VcpuFd::get_tsc_khz() const {
+    int r = ::ioctl(fd_.get(), KVM_GET_TSC_KHZ, 0);
+    if (r <= 0) return Error::from_errno("KVM_GET_TSC_KHZ");
+    return uint32_t(r);
+}
+
+}  // namespace kv

@@ -1,0 +1,133 @@
+// One guest vCPU: its KVM fd, its emulated LAPIC and the thread that runs it.
+//
+// The thread is an explicit state machine:
+//   WaitForSipi --SIPI--> Running --HLT--> (waits in Running until an interrupt) 
+//   any --INIT--> WaitForSipi;  any --stop--> Stopped
+// Other threads talk to it only through deliver() (interrupt messages), set_extint()
+// and request_stop(); each of those wakes it: with a condition variable when it waits,
+// and with a signal that makes KVM_RUN return (immediate_exit) when it is in the guest.
+#pragma once
+
+#include <linux/kvm.h>
+#include <time.h>
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/result.h"
+#include "vcpu/ipi_router.h"
+#include "vcpu/kvm.h"
+#include "vcpu/lapic.h"
+
+namespace kv {
+
+// Port and MMIO accesses a vCPU cannot handle itself (everything but its LAPIC). The
+// machine answers them from its device buses, or forwards them to the I/O node.
+class IoHandler {
+public:
+    virtual ~IoHandler() = default;
+    // Return false when nothing is there (reads then see all ones).
+    virtual bool pio(uint16_t port, std::span<uint8_t> data, bool is_write) = 0;
+    virtual bool mmio(uint64_t addr, std::span<uint8_t> data, bool is_write) = 0;
+};
+
+// What a vCPU needs from the machine around it.
+struct VcpuEnv {
+    IoHandler* io = nullptr;
+    IpiRouter* router = nullptr;
+    // The guest cannot continue (triple fault, KVM error): stop the machine.
+    std::function<void(uint32_t vcpu, const std::string& reason)> fatal;
+    // ExtINT: the PIC's INTA cycle.
+    std::function<uint8_t()> pic_acknowledge;
+    // EOI of a level-triggered vector.
+    std::function<void(uint8_t vector)> eoi_level;
+};
+
+enum class VcpuState { WaitForSipi, Running, Stopped };
+
+class Vcpu : public InterruptTarget {
+public:
+    static Result<std::unique_ptr<Vcpu>> create(VmFd& vm, uint32_t index, uint32_t num_vcpus,
+                                                const std::vector<kvm_cpuid_entry2>& supported,
+                                                VcpuEnv env);
+    ~Vcpu() override;
+
+    uint32_t index() const { return index_; }
+    VcpuFd& fd() { return fd_; }
+    Lapic& lapic() { return lapic_; }
+
+    // Registers for the boot processor's entry (the loader computes them).
+    Status set_boot_state(const kvm_regs& regs, const kvm_sregs& sregs);
+    // Starts the thread: the BSP runs at once, APs wait for INIT/SIPI.
+    void start(bool bsp);
+    void request_stop();
+    void join();
+
+    void deliver(const InterruptMessage& m) override;
+    void set_extint(bool level);
+
+    struct Counters {
+        std::array<std::atomic<uint64_t>, 64> exits{};  // by KVM_EXIT_* reason
+        std::atomic<uint64_t> interrupts_injected{0}, nmis_injected{0}, halts{0};
+        std::atomic<uint64_t> pio_unhandled{0}, mmio_unhandled{0}, kicks{0};
+    };
+    const Counters& counters() const { return counters_; }
+    void print_counters(FILE* out) const;
+
+private:
+    Vcpu(uint32_t index, VcpuFd fd, VcpuEnv env);
+    void thread_main();
+    bool run_once();               // false when the vCPU stops
+    void inject_pending();
+    bool handle_exit();            // false when the vCPU stops
+    void handle_pio(kvm_run* run);
+    void handle_mmio(kvm_run* run);
+    void wait_halted();
+    void wait_for_sipi();
+    bool process_init_sipi();      // applies a pending INIT/SIPI; true if state changed
+    void kick();
+    void arm_timer(uint64_t deadline_ns);
+    bool interruptible_pending(bool if_flag);
+
+    uint32_t index_;
+    VcpuFd fd_;
+    VcpuEnv env_;
+    Lapic lapic_;
+
+    std::mutex mu_;
+    std::condition_variable cv_;
+    VcpuState state_ = VcpuState::WaitForSipi;
+    bool stop_ = false;
+    bool init_pending_ = false;
+    std::optional<uint8_t> sipi_vector_;
+    std::atomic<bool> nmi_pending_{false};
+    std::atomic<bool> extint_{false};
+
+    // Architectural reset state captured at creation, for INIT.
+    kvm_regs reset_regs_{};
+    kvm_sregs reset_sregs_{};
+    kvm_fpu reset_fpu_{};
+
+    std::thread thread_;
+    std::atomic<pthread_t> tid_{};
+    std::atomic<bool> thread_ready_{false};
+    timer_t timer_{};
+    bool timer_created_ = false;
+    uint64_t armed_deadline_ = 0;
+    Counters counters_;
+};
+
+uint64_t monotonic_ns();
+const char* exit_reason_name(uint32_t reason);
+
+}  // namespace kv
