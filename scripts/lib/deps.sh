@@ -6,4 +6,5 @@ KV_APT_PACKAGES=(
   qemu-system-x86 qemu-utils seabios ipxe-qemu
   busybox-static cpio gzip xz-utils zstd kmod file
   iproute2 spin
+  acpica-tools
 )
