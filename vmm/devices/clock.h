@@ -1,0 +1,44 @@
+// Time sources for the devices that follow real time (PIT, ACPI PM timer, RTC, UART
+// console timing). Each device takes its clock as a function so that tests can inject a
+// fake one and step it deterministically; production code passes monotonic_ns /
+// realtime_ns.
+#pragma once
+
+#include <time.h>
+
+#include <cstdint>
+#include <functional>
+
+namespace kv {
+
+// Nanoseconds from an arbitrary origin; must never go backwards.
+using MonotonicClock = std::function<uint64_t()>;
+// Nanoseconds since the Unix epoch (UTC).
+using WallClock = std::function<int64_t()>;
+
+inline uint64_t monotonic_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec);
+}
+
+inline int64_t realtime_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return int64_t(ts.tv_sec) * 1'000'000'000 + int64_t(ts.tv_nsec);
+}
+
+// Whole ticks of a `hz` clock in `ns` nanoseconds (floor). 128-bit intermediate: ns * hz
+// overflows 64 bits after a few hours at MHz rates.
+inline uint64_t ns_to_ticks(uint64_t ns, uint64_t hz) {
+    return uint64_t((unsigned __int128)ns * hz / 1'000'000'000u);
+}
+
+// The first nanosecond at which `ticks` ticks of a `hz` clock have elapsed (ceil), so that
+// ns_to_ticks(ticks_to_ns(t, hz), hz) == t.
+inline uint64_t ticks_to_ns(uint64_t ticks, uint64_t hz) {
+    unsigned __int128 n = (unsigned __int128)ticks * 1'000'000'000u;
+    return uint64_t((n + hz - 1) / hz);
+}
+
+}  // namespace kv

@@ -1,0 +1,70 @@
+// What the PCI host bridge needs from a function on its bus, and a config-space helper that
+// functions (the host bridge now, virtio-pci later) build their header with.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+
+namespace kv {
+
+// One PCI function's configuration space. Called by the host bridge from vCPU threads,
+// possibly concurrently: implementations guard their own state.
+class PciDevice {
+  public:
+    virtual ~PciDevice() = default;
+    // `offset` is the register offset (0..255 through mechanism #1); data.size() is 1, 2 or
+    // 4 and the access never crosses a dword boundary.
+    virtual void config_read(uint32_t offset, std::span<uint8_t> data) = 0;
+    virtual void config_write(uint32_t offset, std::span<const uint8_t> data) = 0;
+};
+
+// 256 bytes of type-0 configuration space with a per-bit write mask: bits outside the mask
+// are read-only, so BAR sizing (write all-ones, read back) falls out of the mask alone.
+// Not thread-safe by itself: the owning device locks around it.
+class PciConfigSpace {
+  public:
+    static constexpr uint32_t kSize = 256;
+    // Standard header offsets.
+    static constexpr uint32_t kVendorId = 0x00, kDeviceId = 0x02, kCommand = 0x04, kStatus = 0x06,
+                              kRevision = 0x08, kClassCode = 0x09, kHeaderType = 0x0E,
+                              kSubsystemVendorId = 0x2C, kSubsystemId = 0x2E, kInterruptLine = 0x3C,
+                              kInterruptPin = 0x3D;
+
+    PciConfigSpace() {
+        bytes_.fill(0);
+        wmask_.fill(0);
+    }
+
+    void read(uint32_t offset, std::span<uint8_t> data) const {
+        for (size_t i = 0; i < data.size(); ++i)
+            data[i] = offset + i < kSize ? bytes_[offset + i] : 0xFF;
+    }
+    void write(uint32_t offset, std::span<const uint8_t> data) {
+        for (size_t i = 0; i < data.size() && offset + i < kSize; ++i) {
+            uint8_t m = wmask_[offset + i];
+            bytes_[offset + i] = uint8_t((bytes_[offset + i] & ~m) | (data[i] & m));
+        }
+    }
+
+    // Set-up (by the device, before the guest runs): value and writability.
+    void set8(uint32_t off, uint8_t v) { bytes_[off] = v; }
+    void set16(uint32_t off, uint16_t v) {
+        set8(off, uint8_t(v));
+        set8(off + 1, uint8_t(v >> 8));
+    }
+    void set32(uint32_t off, uint32_t v) {
+        set16(off, uint16_t(v));
+        set16(off + 2, uint16_t(v >> 16));
+    }
+    void set_writable(uint32_t off, uint32_t len, uint8_t mask = 0xFF) {
+        for (uint32_t i = 0; i < len && off + i < kSize; ++i) wmask_[off + i] = mask;
+    }
+    uint8_t get8(uint32_t off) const { return bytes_[off]; }
+
+  private:
+    std::array<uint8_t, kSize> bytes_;
+    std::array<uint8_t, kSize> wmask_;
+};
+
+}  // namespace kv
