@@ -4,11 +4,39 @@
 #include <sys/ioctl.h>
 
 #include <cerrno>
+#include <cstring>
 #include <memory>
 
 namespace kv {
 
 namespace {
+
+// <linux/kvm.h> declares the variable-length ioctl structs with __DECLARE_FLEX_ARRAY, which
+// in C++ (Debian 12's headers) inserts an empty struct before the array: sizeof and the
+// array offset then differ from the kernel's, and so do the ioctl numbers built from
+// them. We use the kernel's layout: an 8-byte header directly followed by the entries.
+struct VarHeader {
+    uint32_t count;
+    uint32_t padding;
+};
+static_assert(sizeof(VarHeader) == 8);
+constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, VarHeader);
+constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, VarHeader);
+constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, VarHeader);
+constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, VarHeader);
+
+template <class Entry>
+std::vector<uint8_t> var_buffer(uint32_t n, const Entry* entries = nullptr) {
+    std::vector<uint8_t> buf(sizeof(VarHeader) + n * sizeof(Entry));
+    reinterpret_cast<VarHeader*>(buf.data())->count = n;
+    if (entries) std::memcpy(buf.data() + sizeof(VarHeader), entries, n * sizeof(Entry));
+    return buf;
+}
+template <class Entry>
+const Entry* var_entries(const std::vector<uint8_t>& buf) {
+    return reinterpret_cast<const Entry*>(buf.data() + sizeof(VarHeader));
+}
+
 Status ioctl_status(int fd, unsigned long req, const void* arg, const char* name) {
     if (::ioctl(fd, req, arg) < 0) return Error::from_errno(name);
     return {};
@@ -37,11 +65,12 @@ Result<int> Kvm::check_extension(long cap) const {
 Result<std::vector<kvm_cpuid_entry2>> Kvm::supported_cpuid() const {
     // kvm_cpuid2 ends in a flexible array: size the buffer generously and retry on E2BIG.
     for (uint32_t n = 128; n <= 4096; n *= 2) {
-        std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
-        auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
-        c->nent = n;
-        if (::ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, c) == 0)
-            return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+        auto buf = var_buffer<kvm_cpuid_entry2>(n);
+        if (::ioctl(fd_.get(), kGetSupportedCpuid, buf.data()) == 0) {
+            const auto* e = var_entries<kvm_cpuid_entry2>(buf);
+            return std::vector<kvm_cpuid_entry2>(
+                e, e + reinterpret_cast<VarHeader*>(buf.data())->count);
+        }
         if (errno != E2BIG) return Error::from_errno("KVM_GET_SUPPORTED_CPUID");
     }
     return Error{"KVM_GET_SUPPORTED_CPUID: too many entries"};
@@ -105,19 +134,13 @@ Status VcpuFd::set_fpu(const kvm_fpu& f) {
 }
 
 Status VcpuFd::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-    std::vector<uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
-    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
-    c->nent = uint32_t(entries.size());
-    std::copy(entries.begin(), entries.end(), c->entries);
-    return ioctl_status(fd_.get(), KVM_SET_CPUID2, c, "KVM_SET_CPUID2");
+    auto buf = var_buffer(uint32_t(entries.size()), entries.data());
+    return ioctl_status(fd_.get(), kSetCpuid2, buf.data(), "KVM_SET_CPUID2");
 }
 
 Status VcpuFd::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
-    std::vector<uint8_t> buf(sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry));
-    auto* m = reinterpret_cast<kvm_msrs*>(buf.data());
-    m->nmsrs = uint32_t(msrs.size());
-    std::copy(msrs.begin(), msrs.end(), m->entries);
-    int n = ::ioctl(fd_.get(), KVM_SET_MSRS, m);
+    auto buf = var_buffer(uint32_t(msrs.size()), msrs.data());
+    int n = ::ioctl(fd_.get(), kSetMsrs, buf.data());
     if (n < 0) return Error::from_errno("KVM_SET_MSRS");
     if (size_t(n) != msrs.size())
         return Error{"KVM_SET_MSRS: MSR " + std::to_string(msrs[size_t(n)].index) + " refused"};
@@ -125,13 +148,10 @@ Status VcpuFd::set_msrs(const std::vector<kvm_msr_entry>& msrs) {
 }
 
 Status VcpuFd::get_msrs(std::vector<kvm_msr_entry>& msrs) const {
-    std::vector<uint8_t> buf(sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry));
-    auto* m = reinterpret_cast<kvm_msrs*>(buf.data());
-    m->nmsrs = uint32_t(msrs.size());
-    std::copy(msrs.begin(), msrs.end(), m->entries);
-    int n = ::ioctl(fd_.get(), KVM_GET_MSRS, m);
+    auto buf = var_buffer(uint32_t(msrs.size()), msrs.data());
+    int n = ::ioctl(fd_.get(), kGetMsrs, buf.data());
     if (n < 0) return Error::from_errno("KVM_GET_MSRS");
-    std::copy(m->entries, m->entries + n, msrs.begin());
+    std::copy(var_entries<kvm_msr_entry>(buf), var_entries<kvm_msr_entry>(buf) + n, msrs.begin());
     msrs.resize(size_t(n));
     return {};
 }

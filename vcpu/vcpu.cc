@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "vcpu/cpuid.h"
+#include "vmm/devices/clock.h"
 
 namespace kv {
 
@@ -38,12 +39,6 @@ constexpr uint32_t kMsrMiscEnable = 0x1A0;
 constexpr uint32_t kMsrMtrrDefType = 0x2FF;
 
 }  // namespace
-
-uint64_t monotonic_ns() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return uint64_t(ts.tv_sec) * 1'000'000'000ull + uint64_t(ts.tv_nsec);
-}
 
 const char* exit_reason_name(uint32_t r) {
     switch (r) {
@@ -339,7 +334,7 @@ bool Vcpu::run_once() {
         return true;
     }
     if (err != 0) {
-        if (env_.fatal) env_.fatal(index_, std::string("KVM_RUN: ") + std::strerror(err));
+        if (env_.fatal) env_.fatal(index_, false, std::string("KVM_RUN: ") + std::strerror(err));
         return false;
     }
     return handle_exit();
@@ -361,7 +356,7 @@ bool Vcpu::handle_exit() {
             char buf[96];
             std::snprintf(buf, sizeof buf, "guest triple fault on vCPU %u (RIP=0x%llx)", index_,
                           static_cast<unsigned long long>(r.rip));
-            if (env_.fatal) env_.fatal(index_, buf);
+            if (env_.fatal) env_.fatal(index_, true, buf);
             return false;
         }
         case KVM_EXIT_FAIL_ENTRY: {
@@ -369,20 +364,20 @@ bool Vcpu::handle_exit() {
             std::snprintf(buf, sizeof buf, "KVM entry failed on vCPU %u (reason 0x%llx)", index_,
                           static_cast<unsigned long long>(
                               run->fail_entry.hardware_entry_failure_reason));
-            if (env_.fatal) env_.fatal(index_, buf);
+            if (env_.fatal) env_.fatal(index_, false, buf);
             return false;
         }
         case KVM_EXIT_INTERNAL_ERROR: {
             char buf[96];
             std::snprintf(buf, sizeof buf, "KVM internal error on vCPU %u (suberror %u)", index_,
                           run->internal.suberror);
-            if (env_.fatal) env_.fatal(index_, buf);
+            if (env_.fatal) env_.fatal(index_, false, buf);
             return false;
         }
         default: {
             std::string why = "unhandled exit '" + std::string(exit_reason_name(reason)) + "' (" +
                               std::to_string(reason) + ") on vCPU " + std::to_string(index_);
-            if (env_.fatal) env_.fatal(index_, why);
+            if (env_.fatal) env_.fatal(index_, false, why);
             return false;
         }
     }

@@ -46,7 +46,7 @@ struct VcpuEnv {
     IoHandler* io = nullptr;
     IpiRouter* router = nullptr;
     // The guest cannot continue (triple fault, KVM error): stop the machine.
-    std::function<void(uint32_t vcpu, const std::string& reason)> fatal;
+    std::function<void(uint32_t vcpu, bool guest_fault, const std::string& reason)> fatal;
     // ExtINT: the PIC's INTA cycle.
     std::function<uint8_t()> pic_acknowledge;
     // EOI of a level-triggered vector.
@@ -127,7 +127,6 @@ private:
     Counters counters_;
 };
 
-uint64_t monotonic_ns();
 const char* exit_reason_name(uint32_t reason);
 
 }  // namespace kv

@@ -1,0 +1,225 @@
+#include "vmm/machine.h"
+
+#include <fcntl.h>
+
+#include <cinttypes>
+#include <cstring>
+
+#include "base/log.h"
+#include "vmm/boot/acpi.h"
+#include "vmm/boot/linux_loader.h"
+#include "vmm/devices/acpi_pm.h"
+#include "vmm/devices/console.h"
+#include "vmm/devices/i8042.h"
+#include "vmm/devices/ioapic.h"
+#include "vmm/devices/pci_host.h"
+#include "vmm/devices/pic_8259.h"
+#include "vmm/devices/pit_8254.h"
+#include "vmm/devices/port_window.h"
+#include "vmm/devices/rtc_cmos.h"
+#include "vmm/devices/uart_8250.h"
+
+namespace kv {
+
+namespace {
+// Where KVM may put its real-mode TSS and identity page (Intel only; harmless elsewhere):
+// just below the 4 GiB BIOS area, inside the 32-bit hole and away from our MMIO.
+constexpr uint64_t kTssAddr = 0xFFFBD000;
+constexpr uint8_t kSerialIrq = 4, kRtcIrq = 8, kSciIrq = 9;
+
+bool has_param(const std::string& cmdline, const char* name) {
+    std::string key = std::string(name) + "=";
+    size_t pos = 0;
+    while ((pos = cmdline.find(key, pos)) != std::string::npos) {
+        if (pos == 0 || cmdline[pos - 1] == ' ') return true;
+        ++pos;
+    }
+    return false;
+}
+}  // namespace
+
+Result<std::unique_ptr<Machine>> Machine::create(const config::VmConfig& cfg) {
+    std::unique_ptr<Machine> m(new Machine());
+    KV_TRY(m->build(cfg));
+    return m;
+}
+
+Machine::~Machine() {
+    for (auto& v : vcpus_) v->request_stop();
+    for (auto& v : vcpus_) v->join();
+    if (pit_) pit_->stop();
+    console_.reset();
+}
+
+Status Machine::build(const config::VmConfig& cfg) {
+    cfg_ = cfg;
+    auto kvm = Kvm::open();
+    if (!kvm) return kvm.error();
+    kvm_.emplace(std::move(kvm).value());
+
+    const uint32_t n = cfg.vcpus;
+    auto max = kvm_->check_extension(KVM_CAP_MAX_VCPUS);
+    if (max && *max > 0 && n > uint32_t(*max))
+        return Error{"vcpus: " + std::to_string(n) + " is more than this host's KVM allows (" +
+                     std::to_string(*max) + ")"};
+
+    auto mem = GuestMemory::create(cfg.memory);
+    if (!mem) return Error{"memory: " + mem.error().message};
+    mem_.emplace(std::move(mem).value());
+
+    auto vm = kvm_->create_vm();
+    if (!vm) return vm.error();
+    vm_ = std::move(vm).value();
+    if (auto s = vm_.set_tss_addr(kTssAddr); !s)
+        KV_DEBUG("KVM_SET_TSS_ADDR refused (%s): fine off Intel", s.error().message.c_str());
+    for (const auto& r : mem_->regions())
+        KV_TRY(vm_.set_user_memory_region(r.slot, r.base.value, r.size, r.mapping.data()));
+
+    auto supported = kvm_->supported_cpuid();
+    if (!supported) return supported.error();
+
+    router_ = std::make_unique<IpiRouter>(n);
+    ioapic_ = std::make_shared<Ioapic>(uint8_t(n), *router_);
+    pic_ = std::make_shared<Pic8259>([this](bool level) {
+        // The PIC's INT pin is wired to the BSP's LINT0.
+        if (!vcpus_.empty()) vcpus_[0]->set_extint(level);
+    });
+
+    for (uint32_t i = 0; i < n; ++i) {
+        VcpuEnv env;
+        env.io = this;
+        env.router = router_.get();
+        env.fatal = [this](uint32_t, bool guest_fault, const std::string& why) {
+            request_stop(guest_fault ? StopReason::Crashed : StopReason::Failed, why);
+        };
+        env.pic_acknowledge = [this] { return pic_->acknowledge(); };
+        env.eoi_level = [this](uint8_t vec) { ioapic_->eoi(vec); };
+        auto v = Vcpu::create(vm_, i, n, *supported, std::move(env));
+        if (!v) return Error{"vCPU " + std::to_string(i) + ": " + v.error().message};
+        router_->attach_local(i, v->get());
+        vcpus_.push_back(std::move(v).value());
+    }
+
+    KV_TRY(setup_devices(cfg));
+
+    auto rsdp = boot::write_acpi_tables(*mem_, boot::AcpiConfig::single_node(*mem_, n));
+    if (!rsdp) return rsdp.error();
+
+    // Without kvmclock the guest must be told its TSC frequency, or it calibrates against
+    // timers whose reads are slow exits and may give up on the TSC (lab-notes.md).
+    std::string cmdline = cfg.cmdline;
+    if (!has_param(cmdline, "tsc_early_khz")) {
+        if (auto khz = vcpus_[0]->fd().get_tsc_khz())
+            cmdline += " tsc_early_khz=" + std::to_string(*khz);
+        else
+            KV_WARN("cannot read the TSC frequency (%s); the guest will calibrate it",
+                    khz.error().message.c_str());
+    }
+    boot::LinuxBootConfig lb{cfg.kernel, cfg.initrd, cmdline, rsdp->value};
+    auto info = boot::load_linux(*mem_, lb);
+    if (!info) return info.error();
+
+    kvm_regs regs{};
+    kvm_sregs sregs{};
+    KV_TRY(vcpus_[0]->fd().get_regs(regs));
+    KV_TRY(vcpus_[0]->fd().get_sregs(sregs));
+    info->cpu.apply(regs, sregs);
+    KV_TRY(vcpus_[0]->set_boot_state(regs, sregs));
+    return {};
+}
+
+Status Machine::setup_devices(const config::VmConfig& cfg) {
+    KV_TRY(mmio_bus_.insert(Ioapic::kBase, 0x1000, ioapic_, "ioapic"));
+    KV_TRY(pio_bus_.insert(0x20, 2, pic_, "pic-master", 0x00));
+    KV_TRY(pio_bus_.insert(0xA0, 2, pic_, "pic-slave", 0x80));
+    KV_TRY(pio_bus_.insert(0x4D0, 2, pic_, "pic-elcr", 0x4B0));
+
+    pit_ = std::make_shared<Pit8254>(IrqLine(this, 0));
+    KV_TRY(pio_bus_.insert(Pit8254::kBase, Pit8254::kSize, pit_, "pit"));
+    KV_TRY(pio_bus_.insert(0x61, 1, std::make_shared<PortWindow>(pit_, Pit8254::kPort61Offset),
+                           "port61"));
+
+    KV_TRY(pio_bus_.insert(RtcCmos::kBase, RtcCmos::kSize, std::make_shared<RtcCmos>(), "rtc"));
+    auto reset = [this] { request_stop(StopReason::Reset, "guest reset"); };
+    KV_TRY(pio_bus_.insert(AcpiPm::kBase, AcpiPm::kSize,
+                           std::make_shared<AcpiPm>(IrqLine(this, kSciIrq),
+                                                    [this] {
+                                                        request_stop(StopReason::PowerOff,
+                                                                     "guest powered off");
+                                                    }),
+                           "acpi-pm"));
+    KV_TRY(pio_bus_.insert(PciHost::kBase, PciHost::kSize, std::make_shared<PciHost>(reset),
+                           "pci-host"));
+    auto i8042 = std::make_shared<I8042>(reset);
+    KV_TRY(pio_bus_.insert(0x60, 1, i8042, "i8042-data"));
+    KV_TRY(pio_bus_.insert(0x64, 1, std::make_shared<PortWindow>(i8042, 4), "i8042-cmd"));
+
+    Uart8250::Sink sink;
+    switch (cfg.console.kind) {
+        case config::ConsoleKind::Stdio: sink = Console::fd_sink(1); break;
+        case config::ConsoleKind::File: {
+            auto fd = Fd::check(::open(cfg.console.path.c_str(),
+                                       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644),
+                                cfg.console.path.c_str());
+            if (!fd) return Error{"console: " + fd.error().message};
+            console_file_ = std::move(fd).value();
+            sink = Console::fd_sink(console_file_.get());
+            break;
+        }
+        case config::ConsoleKind::None: sink = [](std::span<const uint8_t>) {}; break;
+    }
+    uart_ = std::make_shared<Uart8250>(IrqLine(this, kSerialIrq), std::move(sink));
+    KV_TRY(pio_bus_.insert(Uart8250::kCom1Base, Uart8250::kSize, uart_, "com1"));
+    (void)kRtcIrq;
+    return {};
+}
+
+bool Machine::pio(uint16_t port, std::span<uint8_t> data, bool is_write) {
+    if (is_write) return pio_bus_.write(port, data);
+    return pio_bus_.read(port, data);
+}
+
+bool Machine::mmio(uint64_t addr, std::span<uint8_t> data, bool is_write) {
+    if (is_write) return mmio_bus_.write(addr, data);
+    return mmio_bus_.read(addr, data);
+}
+
+void Machine::set_irq(uint32_t irq, bool level) {
+    if (irq < 16) pic_->set_irq(irq, level);
+    ioapic_->set_pin(irq == 0 ? 2 : irq, level);
+}
+
+void Machine::request_stop(StopReason reason, std::string detail) {
+    std::lock_guard lk(stop_mu_);
+    if (stop_) return;  // the first reason wins
+    stop_ = StopEvent{reason, std::move(detail)};
+    stop_cv_.notify_all();
+}
+
+StopEvent Machine::run() {
+    if (cfg_.console.kind == config::ConsoleKind::Stdio) {
+        auto c = Console::start(*uart_, [this] {
+            request_stop(StopReason::UserQuit, "quit from the console (Ctrl-A x)");
+        });
+        if (!c) return StopEvent{StopReason::Failed, "console: " + c.error().message};
+        console_ = std::move(c).value();
+    }
+    for (size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->start(i == 0);
+    std::unique_lock lk(stop_mu_);
+    stop_cv_.wait(lk, [&] { return stop_.has_value(); });
+    StopEvent ev = *stop_;
+    lk.unlock();
+    for (auto& v : vcpus_) v->request_stop();
+    for (auto& v : vcpus_) v->join();
+    pit_->stop();
+    console_.reset();
+    return ev;
+}
+
+void Machine::print_stats(FILE* out) const {
+    for (const auto& v : vcpus_) v->print_counters(out);
+    router_->print_counters(out);
+    std::fprintf(out, "ioapic: interrupts raised=%" PRIu64 "\n", ioapic_->raised());
+}
+
+}  // namespace kv
