@@ -203,6 +203,7 @@ Status TcpTransport::connect_lower(Clock::time_point deadline, std::vector<NodeI
         bool reached = false;
         Status st = connect_one(*p, deadline, &reached);
         if (!reached) {
+            KV_ERROR("interconnect: %s", st.error().message.c_str());
             unreached->push_back(p->addr.id);
             continue;  // the deadline has passed: the rest are named unreached too
         }
@@ -212,7 +213,8 @@ Status TcpTransport::connect_lower(Clock::time_point deadline, std::vector<NodeI
 }
 
 // Dials `p` until it answers or the deadline passes; then runs the connector side of the
-// handshake. `*reached` is false only when the peer never accepted a connection in time.
+// handshake. `*reached` is false when the peer did not answer in time (or start-up was
+// cancelled).
 Status TcpTransport::connect_one(Peer& p, Clock::time_point deadline, bool* reached) {
     const std::string who = node_name(p.addr.id) + " (" + address_of(p.addr) + ")";
     Fd fd;
@@ -231,7 +233,6 @@ Status TcpTransport::connect_one(Peer& p, Clock::time_point deadline, bool* reac
         if (w.ok()) return Error{"cancelled"};
         if (Clock::now() >= deadline) return Error{"connect to " + who + ": timed out"};
     }
-    *reached = true;
     KV_TRY(set_nodelay(fd.get()));
 
     alignas(8) uint8_t msg[kHelloMessage];
@@ -239,6 +240,8 @@ Status TcpTransport::connect_one(Peer& p, Clock::time_point deadline, bool* reac
                  std::span<uint8_t, kHelloMessage>(msg));
     Status st = write_all(fd.get(), msg, deadline, cancel_.get());
     if (st.ok()) st = read_exact(fd.get(), msg, deadline, cancel_.get());
+    // A peer that accepted but never answered in time has not been reached either.
+    *reached = st.ok() || st.error().message != "timed out";
     if (!st.ok()) return Error{"handshake with " + who + ": " + st.error().message};
     auto ack = decode_hello(MsgType::HelloAck, std::span<const uint8_t, kHelloMessage>(msg));
     if (!ack.ok()) return Error{"handshake with " + who + ": " + ack.error().message};
