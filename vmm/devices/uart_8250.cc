@@ -18,6 +18,11 @@ bool Uart8250::irq_level() const {
     return irq_level_;
 }
 
+size_t Uart8250::pending_input() const {
+    std::lock_guard lk(mu_);
+    return rx_fifo_.size() + backlog_.size();
+}
+
 uint8_t Uart8250::iir_locked() const {
     const uint8_t fifo = fifo_enabled_ ? kIirFifoBits : 0;
     if ((ier_ & kIerRls) && overrun_) return fifo | kIirRls;

@@ -94,6 +94,8 @@ class Uart8250 : public Device {
 
     // The level last driven on the IRQ line.
     bool irq_level() const;
+    // Input bytes not yet read by the guest (RX FIFO plus backlog).
+    size_t pending_input() const;
 
   private:
     uint8_t read_reg_locked(uint64_t reg);
