@@ -6,12 +6,18 @@ namespace kv {
 
 const char* hello_status_text(HelloStatus s) {
     switch (s) {
-        case HelloStatus::Ok: return "ok";
-        case HelloStatus::VersionMismatch: return "protocol version mismatch";
-        case HelloStatus::DigestMismatch: return "config digest mismatch";
-        case HelloStatus::UnexpectedNode: return "unexpected node id";
-        case HelloStatus::DuplicateNode: return "node already connected";
-        case HelloStatus::AuthFailed: return "authentication failed";
+        case HelloStatus::Ok:
+            return "ok";
+        case HelloStatus::VersionMismatch:
+            return "protocol version mismatch";
+        case HelloStatus::DigestMismatch:
+            return "config digest mismatch";
+        case HelloStatus::UnexpectedNode:
+            return "unexpected node id";
+        case HelloStatus::DuplicateNode:
+            return "node already connected";
+        case HelloStatus::AuthFailed:
+            return "authentication failed";
     }
     return "unknown refusal";
 }

@@ -44,7 +44,6 @@ HelloPayload make_hello(const TransportOptions& opts, NodeId peer, HelloStatus s
 
 // Checks a peer's version, config digest and auth proof (not its identity, which needs the
 // transport's view of who is connected). `why` receives the auth hook's error text.
-HelloStatus check_hello(const TransportOptions& opts, const HelloPayload& theirs,
-                        std::string* why);
+HelloStatus check_hello(const TransportOptions& opts, const HelloPayload& theirs, std::string* why);
 
 }  // namespace kv

@@ -59,7 +59,8 @@ void LoopbackHub::detach(NodeId id) {
     for (auto& [other, ep] : endpoints_) {
         // As with TCP, the others see the connection close; a link already cut stays told.
         if (cut_.emplace(link(id, other), "node " + std::to_string(id) + " shut down").second) {
-            ep->post({id, true, {}, {}, "node " + std::to_string(id) + ": connection closed by peer"});
+            ep->post(
+                {id, true, {}, {}, "node " + std::to_string(id) + ": connection closed by peer"});
         }
     }
 }
@@ -68,7 +69,9 @@ LoopbackTransport::LoopbackTransport(std::shared_ptr<LoopbackHub> hub, NodeId id
                                      MessageHandler* handler)
     : hub_(std::move(hub)), id_(id), handler_(handler) {}
 
-LoopbackTransport::~LoopbackTransport() { shutdown(); }
+LoopbackTransport::~LoopbackTransport() {
+    shutdown();
+}
 
 Status LoopbackTransport::send(NodeId to, MsgHeader h, std::span<const uint8_t> payload) {
     if (payload.size() > kMaxPayload) {

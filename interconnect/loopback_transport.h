@@ -31,7 +31,7 @@ namespace kv {
 class LoopbackTransport;
 
 class LoopbackHub : public std::enable_shared_from_this<LoopbackHub> {
-public:
+  public:
     static std::shared_ptr<LoopbackHub> create();
 
     // A new endpoint `id`; its peers are every other endpoint attached to this hub.
@@ -41,7 +41,7 @@ public:
     // (on_peer_lost with `why`), and sends between them fail from now on.
     Status inject_peer_loss(NodeId a, NodeId b, const std::string& why);
 
-private:
+  private:
     friend class LoopbackTransport;
     LoopbackHub() = default;
     Status deliver(NodeId from, NodeId to, const MsgHeader& h, std::span<const uint8_t> payload);
@@ -51,19 +51,19 @@ private:
     }
 
     std::mutex mu_;
-    std::map<NodeId, LoopbackTransport*> endpoints_;  // attached and not shut down
-    std::set<NodeId> gone_;                           // shut down: ids never reused
+    std::map<NodeId, LoopbackTransport*> endpoints_;        // attached and not shut down
+    std::set<NodeId> gone_;                                 // shut down: ids never reused
     std::map<std::pair<NodeId, NodeId>, std::string> cut_;  // broken links and why
 };
 
 class LoopbackTransport final : public Transport {
-public:
+  public:
     ~LoopbackTransport() override;
     NodeId self() const override { return id_; }
     Status send(NodeId to, MsgHeader h, std::span<const uint8_t> payload = {}) override;
     void shutdown() override;
 
-private:
+  private:
     friend class LoopbackHub;
     struct Event {
         NodeId from = 0;
@@ -82,8 +82,8 @@ private:
     MessageHandler* const handler_;
     std::mutex mu_;
     std::condition_variable cv_;
-    std::deque<Event> queue_;  // under mu_
-    bool stop_ = false;        // under mu_
+    std::deque<Event> queue_;         // under mu_
+    bool stop_ = false;               // under mu_
     std::set<NodeId> reported_lost_;  // receive thread only
     std::mutex shutdown_mu_;
     std::thread thread_;

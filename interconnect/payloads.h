@@ -21,19 +21,19 @@
 
 namespace kv {
 
-constexpr size_t kPagePayload = 4096;  // Grant/FetchReply carry one guest page (or nothing)
-constexpr size_t kDigestBytes = 32;    // cluster configuration digest (e.g. SHA-256)
-constexpr size_t kAuthProofBytes = 32; // placeholder for issue 4's cluster-key proof
+constexpr size_t kPagePayload = 4096;   // Grant/FetchReply carry one guest page (or nothing)
+constexpr size_t kDigestBytes = 32;     // cluster configuration digest (e.g. SHA-256)
+constexpr size_t kAuthProofBytes = 32;  // placeholder for issue 4's cluster-key proof
 constexpr size_t kNonceBytes = 16;
 
 // Hello (connector -> acceptor) and HelloAck (acceptor -> connector). See handshake.h.
 struct HelloPayload {
-    uint32_t node_id = 0;           // the sender's node id
+    uint32_t node_id = 0;  // the sender's node id
     uint16_t protocol_version = kMsgVersion;
-    uint16_t status = 0;            // HelloAck only: HelloStatus; 0 in a Hello
+    uint16_t status = 0;  // HelloAck only: HelloStatus; 0 in a Hello
     uint8_t config_digest[kDigestBytes] = {};
-    uint8_t nonce[kNonceBytes] = {};          // reserved for the auth exchange (issue 4)
-    uint8_t auth_proof[kAuthProofBytes] = {}; // zero until a cluster key exists
+    uint8_t nonce[kNonceBytes] = {};           // reserved for the auth exchange (issue 4)
+    uint8_t auth_proof[kAuthProofBytes] = {};  // zero until a cluster key exists
 };
 static_assert(sizeof(HelloPayload) == 88);
 static_assert(offsetof(HelloPayload, protocol_version) == 4);
@@ -48,9 +48,10 @@ static_assert(offsetof(HelloPayload, auth_proof) == 56);
 struct IpiPayload {
     uint32_t dest_vcpu = 0;
     uint8_t vector = 0;
-    uint8_t delivery_mode = 0;  // LAPIC ICR encoding: 0 fixed, 1 lowest, 2 SMI, 4 NMI, 5 INIT, 6 SIPI
-    uint8_t level = 0;          // 1 assert, 0 de-assert
-    uint8_t trigger = 0;        // 0 edge, 1 level
+    uint8_t delivery_mode =
+        0;                // LAPIC ICR encoding: 0 fixed, 1 lowest, 2 SMI, 4 NMI, 5 INIT, 6 SIPI
+    uint8_t level = 0;    // 1 assert, 0 de-assert
+    uint8_t trigger = 0;  // 0 edge, 1 level
 };
 static_assert(sizeof(IpiPayload) == 8);
 static_assert(offsetof(IpiPayload, vector) == 4);

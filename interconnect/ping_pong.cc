@@ -12,8 +12,7 @@ void PingResponder::on_start(Transport& transport) {
     if (next_) next_->on_start(transport);
 }
 
-void PingResponder::on_message(NodeId from, const MsgHeader& h,
-                               std::span<const uint8_t> payload) {
+void PingResponder::on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) {
     if (h.type == static_cast<uint16_t>(MsgType::Ping)) {
         MsgHeader pong;
         pong.type = static_cast<uint16_t>(MsgType::Pong);

@@ -24,7 +24,7 @@
 namespace kv {
 
 class PingResponder : public MessageHandler {
-public:
+  public:
     explicit PingResponder(MessageHandler* next = nullptr) : next_(next) {}
 
     void on_start(Transport& transport) override;
@@ -36,7 +36,7 @@ public:
     Status wait_pong(NodeId peer, uint64_t request_id, size_t bytes,
                      std::chrono::steady_clock::time_point deadline);
 
-private:
+  private:
     MessageHandler* const next_;
     Transport* transport_ = nullptr;  // set by on_start on the receive thread, before messages
     std::mutex mu_;

@@ -21,14 +21,16 @@ std::span<uint8_t> StreamParser::writable() {
     return {buf_.get() + end_, kCapacity - end_};
 }
 
-void StreamParser::commit(size_t n) { end_ += std::min(n, kCapacity - end_); }
+void StreamParser::commit(size_t n) {
+    end_ += std::min(n, kCapacity - end_);
+}
 
 Result<std::optional<Frame>> StreamParser::next() {
     if (failed_) return *failed_;
     if (!pending_) {
         if (buffered() < kHeaderBytes) return std::optional<Frame>();
-        auto h = decode_header(std::span<const uint8_t, kHeaderBytes>(buf_.get() + begin_,
-                                                                      kHeaderBytes));
+        auto h = decode_header(
+            std::span<const uint8_t, kHeaderBytes>(buf_.get() + begin_, kHeaderBytes));
         if (!h.ok()) {
             failed_ = h.error();
             return *failed_;

@@ -40,7 +40,7 @@ struct Frame {
 };
 
 class StreamParser {
-public:
+  public:
     static constexpr size_t kCapacity = kHeaderBytes + kMaxPayload;
 
     StreamParser();
@@ -62,10 +62,10 @@ public:
     // Bytes received but not yet handed out as a frame.
     size_t buffered() const { return end_ - begin_; }
 
-private:
+  private:
     std::unique_ptr<uint8_t[]> buf_;
-    size_t begin_ = 0;  // first byte not yet consumed
-    size_t end_ = 0;    // one past the last byte received
+    size_t begin_ = 0;                  // first byte not yet consumed
+    size_t end_ = 0;                    // one past the last byte received
     std::optional<MsgHeader> pending_;  // validated header whose payload is incomplete
     std::optional<Error> failed_;
 };

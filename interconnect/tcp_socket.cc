@@ -92,8 +92,8 @@ Result<Fd> tcp_connect(const std::string& host, uint16_t port, Clock::time_point
         return ai.error();
     }
     const addrinfo* a = ai->get();
-    auto fd = Fd::check(
-        ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), "socket");
+    auto fd = Fd::check(::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0),
+                        "socket");
     if (!fd.ok()) return fd.error();
     int err = 0;
     if (::connect(fd->get(), a->ai_addr, a->ai_addrlen) != 0) {

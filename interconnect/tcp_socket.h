@@ -34,8 +34,7 @@ Status set_nonblocking(int fd, bool on);
 Status wait_fd(int fd, short events, Clock::time_point deadline, int cancel_fd);
 
 // Whole-buffer I/O bounded by a deadline; the socket's blocking mode does not matter.
-Status write_all(int fd, std::span<const uint8_t> bytes, Clock::time_point deadline,
-                 int cancel_fd);
+Status write_all(int fd, std::span<const uint8_t> bytes, Clock::time_point deadline, int cancel_fd);
 Status read_exact(int fd, std::span<uint8_t> bytes, Clock::time_point deadline, int cancel_fd);
 
 // "127.0.0.1:4000" of the socket's peer, for log lines about not-yet-identified peers.

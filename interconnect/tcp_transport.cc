@@ -23,9 +23,13 @@ namespace {
 
 constexpr size_t kHelloMessage = kHeaderBytes + sizeof(HelloPayload);
 
-std::string node_name(NodeId id) { return "node " + std::to_string(id); }
+std::string node_name(NodeId id) {
+    return "node " + std::to_string(id);
+}
 
-std::string address_of(const PeerAddress& a) { return a.host + ":" + std::to_string(a.port); }
+std::string address_of(const PeerAddress& a) {
+    return a.host + ":" + std::to_string(a.port);
+}
 
 // Serialises a Hello or HelloAck into `out`.
 void encode_hello(MsgType type, NodeId src, const HelloPayload& p,
@@ -73,7 +77,9 @@ Result<std::unique_ptr<Transport>> make_tcp_transport(const TransportOptions& op
 TcpTransport::TcpTransport(const TransportOptions& opts, MessageHandler* handler)
     : opts_(opts), handler_(handler) {}
 
-TcpTransport::~TcpTransport() { shutdown(); }
+TcpTransport::~TcpTransport() {
+    shutdown();
+}
 
 Result<std::unique_ptr<TcpTransport>> TcpTransport::create(const TransportOptions& opts,
                                                            MessageHandler* handler) {
@@ -227,8 +233,8 @@ Status TcpTransport::connect_one(Peer& p, Clock::time_point deadline, bool* reac
         }
         if (!retry) return Error{"connect to " + who + ": " + c.error().message};
         // The peer is not listening yet: retry shortly, but wake at once if cancelled.
-        const auto pause = std::min<Clock::time_point>(deadline, Clock::now() +
-                                                                     std::chrono::milliseconds(20));
+        const auto pause =
+            std::min<Clock::time_point>(deadline, Clock::now() + std::chrono::milliseconds(20));
         Status w = wait_fd(cancel_.get(), POLLIN, pause, -1);
         if (w.ok()) return Error{"cancelled"};
         if (Clock::now() >= deadline) return Error{"connect to " + who + ": timed out"};
@@ -314,7 +320,8 @@ Status TcpTransport::accept_higher(Fd listener, Clock::time_point deadline,
                 if (c.got >= kHeaderBytes && c.got < kHelloMessage) {
                     // Refuse garbage as soon as its header is in, not after more bytes.
                     auto h = decode_header(std::span<const uint8_t>(c.buf, c.got));
-                    if (!h.ok()) bad = h.error().message;
+                    if (!h.ok())
+                        bad = h.error().message;
                     else if (h->type != static_cast<uint16_t>(MsgType::Hello)) {
                         bad = std::string("expected Hello, got ") +
                               msg_type_name(static_cast<MsgType>(h->type));
@@ -329,12 +336,11 @@ Status TcpTransport::accept_higher(Fd listener, Clock::time_point deadline,
             fds.erase(fds.begin() + 2 + static_cast<long>(i));
             --i;
             if (!bad.empty()) {
-                KV_WARN("interconnect: dropping connection from %s: %s", name.c_str(),
-                        bad.c_str());
+                KV_WARN("interconnect: dropping connection from %s: %s", name.c_str(), bad.c_str());
                 continue;
             }
-            auto hello = decode_hello(MsgType::Hello,
-                                      std::span<const uint8_t, kHelloMessage>(done->buf));
+            auto hello =
+                decode_hello(MsgType::Hello, std::span<const uint8_t, kHelloMessage>(done->buf));
             if (!hello.ok()) {
                 KV_WARN("interconnect: dropping connection from %s: %s", name.c_str(),
                         hello.error().message.c_str());
@@ -388,15 +394,15 @@ Status TcpTransport::send(NodeId to, MsgHeader h, std::span<const uint8_t> paylo
                      std::to_string(payload.size()) + " bytes exceeds the maximum"};
     }
     Status valid = validate_payload(h.type, static_cast<uint32_t>(payload.size()));
-    if (!valid.ok()) return Error{"send to node " + std::to_string(to) + ": " + valid.error().message};
+    if (!valid.ok())
+        return Error{"send to node " + std::to_string(to) + ": " + valid.error().message};
     h.magic = kMsgMagic;
     h.version = kMsgVersion;
     h.length = static_cast<uint32_t>(payload.size());
     h.src = opts_.self;
 
     // iovec wants non-const pointers; sendmsg only reads them.
-    iovec iov[2] = {{&h, sizeof h},
-                    {const_cast<uint8_t*>(payload.data()), payload.size()}};
+    iovec iov[2] = {{&h, sizeof h}, {const_cast<uint8_t*>(payload.data()), payload.size()}};
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = payload.empty() ? 1 : 2;

@@ -50,7 +50,7 @@
 namespace kv {
 
 class TcpTransport final : public Transport {
-public:
+  public:
     // Builds the mesh (blocking until done or the connect deadline) and starts receiving.
     static Result<std::unique_ptr<TcpTransport>> create(const TransportOptions& opts,
                                                         MessageHandler* handler);
@@ -60,7 +60,7 @@ public:
     Status send(NodeId to, MsgHeader h, std::span<const uint8_t> payload = {}) override;
     void shutdown() override;
 
-private:
+  private:
     struct Peer {
         PeerAddress addr;
         // Set during start-up; afterwards changed (closed) only under send_mu, by the

@@ -20,7 +20,7 @@ using ConfigDigest = std::array<uint8_t, kDigestBytes>;
 // Issue 4 supplies the real one; with none installed the proof is all zeros and accepted.
 // Called on start-up threads only (never concurrently for one transport).
 class AuthHook {
-public:
+  public:
     virtual ~AuthHook() = default;
     // Fills mine.nonce / mine.auth_proof for a Hello or HelloAck sent to `peer`.
     virtual void fill_proof(HelloPayload& mine, NodeId peer) = 0;

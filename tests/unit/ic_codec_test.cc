@@ -74,8 +74,7 @@ TEST(IcCodec, AcceptsEveryValidTypeAndLength) {
         for (uint32_t len : v.lengths) {
             auto bytes = header_bytes(static_cast<uint16_t>(v.type), len);
             auto h = decode_header(std::span<const uint8_t, kHeaderBytes>(bytes.data(), 32));
-            ASSERT_TRUE(h.ok()) << msg_type_name(v.type) << " " << len << ": "
-                                << h.error().message;
+            ASSERT_TRUE(h.ok()) << msg_type_name(v.type) << " " << len << ": " << h.error().message;
             EXPECT_EQ(h->type, static_cast<uint16_t>(v.type));
             EXPECT_EQ(h->length, len);
             EXPECT_EQ(h->src, 3u);
@@ -95,7 +94,8 @@ TEST(IcCodec, RejectsWrongLengthForEachType) {
         }
         for (uint32_t len : bad) {
             if (std::find(v.lengths.begin(), v.lengths.end(), len) != v.lengths.end()) continue;
-            if ((v.type == MsgType::Ping || v.type == MsgType::Pong) && len <= kMaxPayload) continue;
+            if ((v.type == MsgType::Ping || v.type == MsgType::Pong) && len <= kMaxPayload)
+                continue;
             std::string err = decode_error(header_bytes(static_cast<uint16_t>(v.type), len));
             EXPECT_NE(err, "accepted") << msg_type_name(v.type) << " " << len;
             EXPECT_NE(err.find(msg_type_name(v.type)), std::string::npos) << err;

@@ -18,7 +18,7 @@ namespace {
 using namespace std::chrono_literals;
 
 class Recorder : public MessageHandler {
-public:
+  public:
     void on_start(Transport& t) override {
         std::lock_guard l(mu_);
         started_ = &t;
@@ -169,7 +169,8 @@ TEST(IcLoopback, ShutdownIsSeenAsPeerLossAndStopsHandlerCalls) {
     (*t0)->shutdown();
     std::lock_guard l(r0.mu_);
     EXPECT_EQ(r0.lost_.size(), 1u);
-    EXPECT_EQ(r0.lost_[0], (std::pair<NodeId, std::string>{1, "node 1: connection closed by peer"}));
+    EXPECT_EQ(r0.lost_[0],
+              (std::pair<NodeId, std::string>{1, "node 1: connection closed by peer"}));
     std::lock_guard l1(r1.mu_);
     EXPECT_EQ(r1.late_, 0);
 }

@@ -1,7 +1,7 @@
 // TcpTransport over 127.0.0.1: meshes of 2-4 nodes in one process, handshake refusals,
 // the connect deadline, hostile peers, peer loss, and the round-trip helper.
-#include <gtest/gtest.h>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -29,7 +29,7 @@ constexpr auto kWait = 10s;  // upper bound for any awaited event; never reached
 
 // Records everything a transport hands to its handler; tests wait on it with a deadline.
 class Recorder : public MessageHandler {
-public:
+  public:
     struct Msg {
         NodeId from;
         MsgHeader h;
@@ -73,7 +73,7 @@ public:
         return late_calls_;
     }
 
-private:
+  private:
     std::mutex mu_;
     std::condition_variable cv_;
     std::vector<Msg> msgs_;
@@ -109,7 +109,7 @@ struct Cluster {
     }
     // Starts the given nodes concurrently (each create() blocks until its mesh is up).
     std::vector<Result<std::unique_ptr<TcpTransport>>> start(std::vector<MessageHandler*> handlers,
-                                                            std::vector<int> which = {}) {
+                                                             std::vector<int> which = {}) {
         if (which.empty()) {
             for (size_t i = 0; i < opts.size(); ++i) which.push_back(static_cast<int>(i));
         }
@@ -117,7 +117,8 @@ struct Cluster {
         for (size_t k = 0; k < which.size(); ++k) out.emplace_back(Error{"not started"});
         std::vector<std::thread> threads;
         for (size_t k = 0; k < which.size(); ++k) {
-            threads.emplace_back([&, k] { out[k] = TcpTransport::create(opts[which[k]], handlers[k]); });
+            threads.emplace_back(
+                [&, k] { out[k] = TcpTransport::create(opts[which[k]], handlers[k]); });
         }
         for (auto& t : threads) t.join();
         return out;
@@ -225,7 +226,8 @@ TEST(IcTcp, OrderPreservedPerSenderUnderConcurrentSenders) {
         ASSERT_LT(t, static_cast<uint64_t>(kThreads));
         ASSERT_EQ(m.h.arg, next[t]) << "thread " << t;
         const int i = static_cast<int>(next[t]++);
-        EXPECT_EQ(m.payload, pattern(static_cast<size_t>((i * 389) % 9000), static_cast<uint32_t>(t) * 7919 + i));
+        EXPECT_EQ(m.payload, pattern(static_cast<size_t>((i * 389) % 9000),
+                                     static_cast<uint32_t>(t) * 7919 + i));
     }
     int i = 0;
     for (const auto& m : r1.messages()) {
@@ -328,7 +330,8 @@ struct RawNode {
         auto hdr = decode_header(std::span<const uint8_t>(ack));
         EXPECT_TRUE(hdr.ok());
         EXPECT_EQ(hdr->type, static_cast<uint16_t>(MsgType::HelloAck));
-        auto payload = record_from<HelloPayload>(std::span<const uint8_t>(ack).subspan(kHeaderBytes));
+        auto payload =
+            record_from<HelloPayload>(std::span<const uint8_t>(ack).subspan(kHeaderBytes));
         EXPECT_EQ(payload->status, 0);
         return r;
     }
@@ -369,8 +372,9 @@ std::vector<Garbage> garbage_cases() {
                  "node 2: Ping payload of 16777216 bytes exceeds the maximum of 65536"});
     auto trunc = bytes_of(raw_header(MsgType::Grant, 4096, 2));
     trunc.resize(trunc.size() + 10, 0xEE);
-    g.push_back({"truncated then closed", trunc, true,
-                 "node 2: connection closed mid-message: truncated Grant payload (10 of 4096 bytes)"});
+    g.push_back(
+        {"truncated then closed", trunc, true,
+         "node 2: connection closed mid-message: truncated Grant payload (10 of 4096 bytes)"});
     auto half = bytes_of(raw_header(MsgType::ReadReq, 0, 2));
     half.resize(20);
     g.push_back({"truncated header then closed", half, true,
@@ -436,7 +440,8 @@ TEST(IcTcp, GarbageBeforeTheHandshakeIsDroppedAndTheMeshStillForms) {
     std::thread s0([&] { t0 = TcpTransport::create(c.opts[0], &r0); });
     {
         bool retry = false;
-        auto raw = tcp_connect("127.0.0.1", c.opts[0].nodes[0].port, Clock::now() + kWait, -1, &retry);
+        auto raw =
+            tcp_connect("127.0.0.1", c.opts[0].nodes[0].port, Clock::now() + kWait, -1, &retry);
         ASSERT_TRUE(raw.ok());
         const char junk[] = "GET / HTTP/1.0\r\n\r\n.............";
         ASSERT_TRUE(write_all(raw->get(), {reinterpret_cast<const uint8_t*>(junk), sizeof junk},
