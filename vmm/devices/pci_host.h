@@ -34,8 +34,6 @@
 
 namespace kv {
 
-class PciHostBridgeFunction;
-
 class PciHost : public Device {
   public:
     static constexpr uint64_t kBase = 0xCF8;

@@ -181,16 +181,15 @@ void Pit8254::load_locked(Channel& c, uint64_t now) {
     // Modes 2 and 3 divide by n and need n >= 2; a count of 1 is illegal there.
     if (periodic(c.mode) && n < 2) n = 2;
     c.null_count = false;
-    if (periodic(c.mode) && c.armed) {
-        if (running(c)) {
-            c.next_n = n;  // the current period runs out first
-            return;
-        }
+    // A running rate generator finishes its period first; a gate-triggered mode keeps its
+    // run and uses the new count from the next trigger (set_gate_locked applies next_n).
+    if (c.armed && ((periodic(c.mode) && running(c)) || gate_triggered(c.mode))) {
+        c.next_n = n;
+        return;
     }
     c.n = n;
     c.next_n = 0;
     c.fired = false;
-    if (gate_triggered(c.mode) && c.armed) return;  // used from the next trigger
     c.armed = true;
     c.base_ticks = 0;
     c.period_start = 0;

@@ -18,7 +18,7 @@
 // and/or status), gates (channel 2 only; 0 and 1 are tied high), counts that follow the
 // injected clock at 1.193182 MHz. Simplifications: a written count takes effect at once
 // rather than on the next input clock edge; a new count in modes 2/3 takes effect at the
-// end of the current period, in modes 1/5 at once.
+// end of the current period, in modes 1/5 at the next gate trigger.
 //
 // Timing: poll(now) brings the channels up to `now`, pulses IRQ 0 if channel 0 reached a
 // terminal count since the last poll, and returns when it is next due. Missed periods are
