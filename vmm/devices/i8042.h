@@ -7,8 +7,9 @@
 // Both call the reset callback. Before writing, Linux polls the status register until
 // "input buffer full" (bit 1) is clear: the status always reads 0 (no data, buffer empty).
 //
-// The device decodes the logical range 0x60..0x64; insert PortWindow(i8042, kDataOffset) at
-// 0x60 and PortWindow(i8042, kCommandOffset) at 0x64 (0x61 belongs to the PIT).
+// The device decodes the logical range 0x60..0x64; insert it at 0x60 with dev_offset
+// kDataOffset and at 0x64 with dev_offset kCommandOffset, one byte each (0x61 belongs to
+// the PIT), or use PortWindow.
 // Threading: reads/writes from any vCPU; the pending-command byte is under a mutex; the
 // reset callback runs on the writing vCPU thread after the mutex is released.
 #pragma once

@@ -2,8 +2,8 @@
 // port B at 0x61 (channel 2 gate and output, speaker enable, refresh toggle).
 //
 // The device decodes 0x40..0x43 at offsets 0..3 and port 0x61 at kPort61Offset (0x21):
-// insert it at kBase with length kSize, and PortWindow(pit, kPort61Offset) at 0x61,
-// length 1.
+// insert it at kBase with length kSize, and at 0x61 (length 1) with dev_offset
+// kPort61Offset (or as PortWindow(pit, kPort61Offset)).
 //
 // What Linux uses:
 //   - channel 0, IRQ 0: mode 2 (rate generator) as its periodic tick before the LAPIC
