@@ -102,6 +102,18 @@ TEST_F(ConfigFile, CommentsAndWhitespace) {
     EXPECT_EQ(c.vcpus, 2u);
 }
 
+TEST_F(ConfigFile, ValueRunsToEndOfLineAndMayContainEquals) {
+    VmConfig c = run(kernel_line() + "cmdline = console=ttyS0 init=/bin/sh  # not the cmdline\n");
+    EXPECT_EQ(c.cmdline, "console=ttyS0 init=/bin/sh");
+}
+
+TEST_F(ConfigFile, CrLfLineEndings) {
+    VmConfig c = run("kernel = " + kernel_ + "\r\nmemory = 1G\r\n[guest]\r\nvcpus = 2\r\n");
+    EXPECT_EQ(c.memory, 1ull << 30);
+    EXPECT_EQ(c.vcpus, 2u);
+    EXPECT_EQ(c.origin("vcpus").line, 4);
+}
+
 TEST_F(ConfigFile, GuestSectionHoldsTheSameKeys) {
     VmConfig c = run("[guest]\n" + kernel_line() + "memory = 256M\nvcpus = 3\n");
     EXPECT_EQ(c.kernel, kernel_);
