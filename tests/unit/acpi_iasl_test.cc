@@ -145,6 +145,20 @@ TEST_F(AcpiIasl, TwoNodeTablesDisassembleAndRecompileCleanly) {
         }
 }
 
+TEST_F(AcpiIasl, DsdtWithPciRootBridgeDisassemblesAndRecompilesCleanly) {
+    auto mem = GuestMemory::create(1ull << 30);
+    ASSERT_TRUE(mem.ok());
+    auto cfg = AcpiConfig::single_node(*mem, 2);
+    cfg.pci_root_bridge = true;
+    dump(cfg, *mem);
+    EXPECT_EQ(check("dsdt"), "");
+    std::ifstream in(dir_ / "dsdt.dsl");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("EisaId (\"PNP0A03\")"), std::string::npos) << text;
+    EXPECT_NE(text.find("0xFEBFFFFF"), std::string::npos) << text;
+    if (::getenv("KV_SHOW_DSDT")) std::fputs(text.c_str(), stderr);
+}
+
 TEST_F(AcpiIasl, CheckerCatchesABadTable) {
     // The check above is only worth something if it fails on a broken table: corrupt the
     // DSDT checksum byte.

@@ -229,6 +229,26 @@ TEST(AcpiTables, DsdtHoldsS5AndIsaDevices) {
     EXPECT_TRUE(contains(d, {'_', 'S', 'T', 'A', 0x0A, 0x0F}));
 }
 
+TEST(AcpiTables, PciRootBridgeOnlyWhenAsked) {
+    const std::vector<uint8_t> pnp0a03{0x0C, 0x41, 0xD0, 0x0A, 0x03};
+    // _PRT entry {0x1FFFF, 0, 0, 17}: slot 1 INTA -> GSI 16 + (1 + 0) % 4.
+    const std::vector<uint8_t> slot1_inta{0x12, 0x0B, 0x04, 0x0C, 0xFF, 0xFF,
+                                          0x01, 0x00, 0x00, 0x00, 0x0A, 0x11};
+    for (bool pci : {false, true}) {
+        auto mem = GuestMemory::create(64 * kMiB);
+        ASSERT_TRUE(mem.ok());
+        auto cfg = AcpiConfig::single_node(*mem, 1);
+        cfg.pci_root_bridge = pci;
+        auto rsdp = write_acpi_tables(*mem, cfg);
+        ASSERT_TRUE(rsdp.ok());
+        Tables all = walk(*mem, *rsdp);
+        const Table& d = all.by_sig["DSDT"];
+        EXPECT_EQ(sum(d.b, d.b.size()), 0);
+        EXPECT_EQ(contains(d, pnp0a03), pci);
+        EXPECT_EQ(contains(d, slot1_inta), pci);
+    }
+}
+
 struct MadtEntry {
     uint8_t type;
     std::vector<uint8_t> body;

@@ -53,6 +53,20 @@ TEST(BootAml, ResourceTemplateWithEndTag) {
                           0x79, 0x00}));                                   // end tag
 }
 
+TEST(BootAml, AddressSpaceDescriptors) {
+    Bytes crs =
+        ResourceTemplate().word_io(0x0D00, 0xFFFF).dword_memory(0xC0000000, 0xFEBFFFFF).build();
+    Bytes want{0x11, 0x2F, 0x0A, 0x2C,  // Buffer (44)
+                                        // WordIO: tag, length 13, I/O, producer+fixed, EntireRange,
+                                        // granularity, min, max, translation, length
+               0x88, 0x0D, 0x00, 0x01, 0x0C, 0x03, 0x00, 0x00, 0x00, 0x0D, 0xFF, 0xFF, 0x00, 0x00,
+               0x00, 0xF3,
+               // DWordMemory: tag, length 23, memory, producer+fixed, read/write
+               0x87, 0x17, 0x00, 0x00, 0x0C, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC0,
+               0xFF, 0xFF, 0xBF, 0xFE, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xC0, 0x3E, 0x79, 0x00};
+    EXPECT_EQ(crs, want);
+}
+
 TEST(BootAml, DeviceWrapsNameAndBody) {
     Bytes d = device("RTC", {name("_UID", integer(1))});
     EXPECT_EQ(d, (Bytes{0x5B, 0x82, 0x0B, 'R', 'T', 'C', '_', 0x08, '_', 'U', 'I', 'D', 0x01}));

@@ -114,7 +114,7 @@ Result<Gpa> write_acpi_tables(const GuestMemory& mem, const AcpiConfig& cfg) {
     Placer place(mem);
     auto facs = place.put(acpi::facs(), 64);  // the FACS must be 64-byte aligned
     if (!facs) return facs.error();
-    auto dsdt = place.put(acpi::dsdt());
+    auto dsdt = place.put(acpi::dsdt(cfg));
     if (!dsdt) return dsdt.error();
     std::vector<uint64_t> entries;
     for (auto table : {acpi::fadt(*facs, *dsdt, cfg.fixed_power_button), acpi::madt(cfg, ioapic_id),

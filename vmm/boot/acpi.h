@@ -40,6 +40,10 @@ struct AcpiConfig {
     // Announce the PM1 fixed-feature power button (PWRBTN_STS/EN, FADT flag PWR_BUTTON
     // clear). The PM device implements it, so the VMM can ask the guest to shut down.
     bool fixed_power_button = true;
+    // Describe a PCI host bridge (\_SB.PCI0, bus 0, config mechanism #1 at 0xCF8) in the
+    // DSDT. With ACPI on, Linux enumerates PCI only below such a device; leave it off
+    // when the VMM does not emulate 0xCF8-0xCFF. INTx routing: layout.h kPciIntxGsiBase.
+    bool pci_root_bridge = false;
 
     // One NUMA node holding every RAM region of `mem`, with `vcpus` CPUs of APIC ids
     // 0..vcpus-1.

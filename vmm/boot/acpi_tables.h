@@ -25,7 +25,7 @@ ByteWriter begin_table(std::string_view signature, uint8_t revision);
 std::vector<uint8_t> finish_table(ByteWriter& w);
 
 std::vector<uint8_t> facs();
-std::vector<uint8_t> dsdt();
+std::vector<uint8_t> dsdt(const AcpiConfig& cfg);
 std::vector<uint8_t> fadt(uint64_t facs_gpa, uint64_t dsdt_gpa, bool fixed_power_button);
 std::vector<uint8_t> madt(const AcpiConfig& cfg, uint8_t ioapic_id);
 std::vector<uint8_t> srat(const AcpiConfig& cfg);

@@ -27,6 +27,14 @@ constexpr uint8_t kIrqTag = 0x22;      // IRQ descriptor, 2 bytes (no flags byte
 constexpr uint8_t kIoTag = 0x47;       // I/O port descriptor, 7 bytes
 constexpr uint8_t kEndTag = 0x79;      // end tag, 1 byte (checksum)
 constexpr uint8_t kIoDecode16 = 0x01;  // the device decodes all 16 address bits
+// Large descriptors (6.4.3): Word and DWord Address Space.
+constexpr uint8_t kDWordAddressTag = 0x87;
+constexpr uint8_t kWordAddressTag = 0x88;
+constexpr uint8_t kSpaceMemory = 0, kSpaceIo = 1, kSpaceBus = 2;
+// General flags: producer (bit 0 clear), positive decode (bit 1 clear), min and max fixed.
+constexpr uint8_t kProducerFixed = (1 << 3) | (1 << 2);
+constexpr uint8_t kIoEntireRange = 0x3;        // _RNG: ISA and non-ISA ranges
+constexpr uint8_t kMemReadWriteNoCache = 0x1;  // _RW = 1, _MEM = non-cacheable
 
 void append(Bytes& out, const Bytes& in) {
     out.insert(out.end(), in.begin(), in.end());
@@ -173,6 +181,40 @@ ResourceTemplate& ResourceTemplate::io(uint16_t min, uint16_t max, uint8_t align
 ResourceTemplate& ResourceTemplate::irq_no_flags(uint8_t irq) {
     descriptors_.push_back(kIrqTag);
     le(descriptors_, 1u << irq, 2);  // IRQ mask, bit n = IRQ n
+    return *this;
+}
+
+namespace {
+
+// An address-space descriptor with fields of `width` bytes (granularity 0, translation 0).
+void address_space(Bytes& out, uint8_t tag, int width, uint8_t space, uint8_t type_flags,
+                   uint64_t min, uint64_t max) {
+    out.push_back(tag);
+    le(out, 3 + 5 * width, 2);  // bytes after the length field
+    out.push_back(space);
+    out.push_back(kProducerFixed);
+    out.push_back(type_flags);
+    le(out, 0, width);  // granularity
+    le(out, min, width);
+    le(out, max, width);
+    le(out, 0, width);  // translation offset
+    le(out, max - min + 1, width);
+}
+
+}  // namespace
+
+ResourceTemplate& ResourceTemplate::word_bus_number(uint16_t min, uint16_t max) {
+    address_space(descriptors_, kWordAddressTag, 2, kSpaceBus, 0, min, max);
+    return *this;
+}
+
+ResourceTemplate& ResourceTemplate::word_io(uint16_t min, uint16_t max) {
+    address_space(descriptors_, kWordAddressTag, 2, kSpaceIo, kIoEntireRange, min, max);
+    return *this;
+}
+
+ResourceTemplate& ResourceTemplate::dword_memory(uint32_t min, uint32_t max) {
+    address_space(descriptors_, kDWordAddressTag, 4, kSpaceMemory, kMemReadWriteNoCache, min, max);
     return *this;
 }
 

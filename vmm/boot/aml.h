@@ -41,6 +41,13 @@ class ResourceTemplate {
     ResourceTemplate& io(uint16_t min, uint16_t max, uint8_t align, uint8_t len);
     // IRQNoFlags () { irq }: edge-triggered, active-high, exclusive ISA IRQ.
     ResourceTemplate& irq_no_flags(uint8_t irq);
+    // WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, min, max, 0, len)
+    ResourceTemplate& word_bus_number(uint16_t min, uint16_t max);
+    // WordIO (ResourceProducer, MinFixed, MaxFixed, PosDecode, EntireRange, ...)
+    ResourceTemplate& word_io(uint16_t min, uint16_t max);
+    // DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable,
+    // ReadWrite, ...)
+    ResourceTemplate& dword_memory(uint32_t min, uint32_t max);
     // Buffer with the descriptors and an end tag.
     Bytes build() const;
 

@@ -59,4 +59,12 @@ inline constexpr uint16_t kPm1CntSlpEn = 1u << 13;
 inline constexpr uint16_t kPm1CntSciEn = 1u << 0;
 inline constexpr uint8_t kCmosCenturyIndex = 0x32;  // FADT.CENTURY: RTC CMOS byte holding it
 
+// PCI (only with AcpiConfig::pci_root_bridge): the 32-bit MMIO window the host bridge
+// decodes, between the end of low RAM (3 GiB) and the IOAPIC; and the _PRT's INTx
+// routing: pin P (0 = INTA) of slot S raises GSI kPciIntxGsiBase + (S + P) % 4,
+// level-triggered, active low (the ACPI default for a GSI named in _PRT).
+inline constexpr uint32_t kPciMmioBase = 0xC0000000;
+inline constexpr uint32_t kPciMmioLast = 0xFEBFFFFF;
+inline constexpr uint32_t kPciIntxGsiBase = 16;
+
 }  // namespace kv::boot
