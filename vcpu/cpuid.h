@@ -19,7 +19,20 @@ struct CpuidParams {
     uint32_t vcpu_index = 0;
     uint32_t apic_id = 0;
     uint32_t num_vcpus = 1;
+    // Topology: the vCPUs of one guest NUMA node form one package of single-thread cores;
+    // core_bits is the width of the core number in the APIC ID (package = apic_id >> it).
+    uint32_t cores_per_package = 1;
+    uint32_t core_bits = 0;
+    // XSAVE components whose save area the host CPU itself reports (CPUID 0xD.i EAX != 0).
+    // KVM can list components the CPU lacks (seen on the lab's TCG hosts), and a guest
+    // that enables them finds inconsistent XSAVE sizes and warns.
+    uint64_t host_xsave_mask = ~0ull;
 };
+
+// The host's XSAVE component mask as defined above.
+uint64_t host_xsave_components();
+// Bits needed to number `n` cores.
+uint32_t bits_for(uint32_t n);
 
 std::vector<kvm_cpuid_entry2> filter_cpuid(const std::vector<kvm_cpuid_entry2>& supported,
                                            const CpuidParams& p);

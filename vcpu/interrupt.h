@@ -21,12 +21,12 @@ enum class Shorthand : uint8_t { None = 0, Self = 1, AllIncludingSelf = 2, AllEx
 struct InterruptMessage {
     uint8_t vector = 0;
     DeliveryMode mode = DeliveryMode::Fixed;
-    bool logical = false;       // destination mode
+    bool logical = false;  // destination mode
     bool level_triggered = false;
-    bool assert = true;         // INIT level de-assert carries assert=false
+    bool assert = true;  // INIT level de-assert carries assert=false
     Shorthand shorthand = Shorthand::None;
-    uint32_t dest = 0;          // 8-bit xAPIC destination (physical id or logical mask)
-    uint32_t source_vcpu = 0;   // for shorthands
+    uint32_t dest = 0;         // 8-bit xAPIC destination (physical id or logical mask)
+    uint32_t source_vcpu = 0;  // for shorthands
 };
 
 // Decodes a LAPIC ICR (low and high dwords) into a message.

@@ -37,7 +37,8 @@ std::vector<uint32_t> IpiRouter::targets(const InterruptMessage& m) const {
                 if (m.shorthand == Shorthand::AllIncludingSelf || i != m.source_vcpu)
                     out.push_back(i);
             return out;
-        case Shorthand::None: break;
+        case Shorthand::None:
+            break;
     }
     uint8_t dest = uint8_t(m.dest);
     for (uint32_t i = 0; i < n; ++i) {
@@ -89,7 +90,7 @@ size_t IpiRouter::route(const InterruptMessage& m) {
 }
 
 void IpiRouter::print_counters(FILE* out) const {
-    static const char* names[8] = {"fixed", "lowest", "smi", "reserved",
+    static const char* names[8] = {"fixed", "lowest", "smi",  "reserved",
                                    "nmi",   "init",   "sipi", "extint"};
     std::fprintf(out, "ipi-router: routed");
     for (size_t i = 0; i < 8; ++i)

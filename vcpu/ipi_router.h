@@ -22,13 +22,13 @@
 namespace kv {
 
 class InterruptTarget {
-public:
+  public:
     virtual ~InterruptTarget() = default;
     virtual void deliver(const InterruptMessage& m) = 0;
 };
 
 class IpiRouter {
-public:
+  public:
     explicit IpiRouter(uint32_t num_vcpus);
 
     // A vCPU that runs on this node.
@@ -50,7 +50,7 @@ public:
     const Counters& counters() const { return counters_; }
     void print_counters(FILE* out) const;
 
-private:
+  private:
     mutable std::mutex mu_;
     std::vector<Lapic::Addressing> table_;
     std::vector<InterruptTarget*> local_;

@@ -95,7 +95,8 @@ Status VmFd::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, 
 }
 
 Status VmFd::set_tss_addr(uint64_t addr) {
-    if (::ioctl(fd_.get(), KVM_SET_TSS_ADDR, addr) < 0) return Error::from_errno("KVM_SET_TSS_ADDR");
+    if (::ioctl(fd_.get(), KVM_SET_TSS_ADDR, addr) < 0)
+        return Error::from_errno("KVM_SET_TSS_ADDR");
     return {};
 }
 
@@ -107,12 +108,14 @@ Result<VcpuFd> VmFd::create_vcpu(uint32_t id) {
     auto fd = Fd::check(::ioctl(fd_.get(), KVM_CREATE_VCPU, id), "KVM_CREATE_VCPU");
     if (!fd) return fd.error();
     auto run = Mapping::shared(fd->get(), run_size_);
-    if (!run) return Error{"mmap of kvm_run for vCPU " + std::to_string(id) + ": " +
-                           run.error().message};
+    if (!run)
+        return Error{"mmap of kvm_run for vCPU " + std::to_string(id) + ": " + run.error().message};
     return VcpuFd(std::move(fd).value(), std::move(run).value());
 }
 
-int VcpuFd::run() { return ::ioctl(fd_.get(), KVM_RUN, 0) < 0 ? errno : 0; }
+int VcpuFd::run() {
+    return ::ioctl(fd_.get(), KVM_RUN, 0) < 0 ? errno : 0;
+}
 
 Status VcpuFd::get_regs(kvm_regs& r) const {
     return ioctl_status(fd_.get(), KVM_GET_REGS, &r, "KVM_GET_REGS");

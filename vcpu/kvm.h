@@ -16,7 +16,7 @@ namespace kv {
 class VcpuFd;
 
 class VmFd {
-public:
+  public:
     VmFd() = default;
     explicit VmFd(Fd fd, size_t run_size) : fd_(std::move(fd)), run_size_(run_size) {}
 
@@ -26,13 +26,13 @@ public:
     Result<VcpuFd> create_vcpu(uint32_t id);
     int fd() const { return fd_.get(); }
 
-private:
+  private:
     Fd fd_;
     size_t run_size_ = 0;
 };
 
 class Kvm {
-public:
+  public:
     static Result<Kvm> open(const char* path = "/dev/kvm");
 
     Result<int> check_extension(long cap) const;
@@ -40,14 +40,14 @@ public:
     Result<VmFd> create_vm() const;
     int fd() const { return fd_.get(); }
 
-private:
+  private:
     explicit Kvm(Fd fd) : fd_(std::move(fd)) {}
     Fd fd_;
     size_t run_size_ = 0;
 };
 
 class VcpuFd {
-public:
+  public:
     VcpuFd() = default;
     VcpuFd(Fd fd, Mapping run) : fd_(std::move(fd)), run_(std::move(run)) {}
 
@@ -71,7 +71,7 @@ public:
     Result<uint32_t> get_tsc_khz() const;
     int fd() const { return fd_.get(); }
 
-private:
+  private:
     Fd fd_;
     Mapping run_;
 };

@@ -11,14 +11,22 @@ constexpr uint32_t kVersion = 0x00050014;  // integrated APIC, 6 LVT entries
 enum : int { kLvtCmci, kLvtTimer, kLvtThermal, kLvtPerf, kLvtLint0, kLvtLint1, kLvtError };
 int lvt_index(uint32_t off) {
     switch (off) {
-        case 0x2F0: return kLvtCmci;
-        case 0x320: return kLvtTimer;
-        case 0x330: return kLvtThermal;
-        case 0x340: return kLvtPerf;
-        case 0x350: return kLvtLint0;
-        case 0x360: return kLvtLint1;
-        case 0x370: return kLvtError;
-        default: return -1;
+        case 0x2F0:
+            return kLvtCmci;
+        case 0x320:
+            return kLvtTimer;
+        case 0x330:
+            return kLvtThermal;
+        case 0x340:
+            return kLvtPerf;
+        case 0x350:
+            return kLvtLint0;
+        case 0x360:
+            return kLvtLint1;
+        case 0x370:
+            return kLvtError;
+        default:
+            return -1;
     }
 }
 }  // namespace
@@ -76,21 +84,36 @@ uint32_t Lapic::read(uint32_t off, uint64_t now_ns) {
     }
     if (int i = lvt_index(off); i >= 0) return lvt_[i];
     switch (off) {
-        case 0x20: return id_ << 24;
-        case 0x30: return kVersion;
-        case 0x80: return tpr_;
-        case 0x90: return 0;
-        case 0xA0: return ppr_locked();
-        case 0xD0: return ldr_;
-        case 0xE0: return dfr_;
-        case 0xF0: return svr_;
-        case 0x280: return esr_;
-        case 0x300: return icr_low_ & ~(1u << 12);  // delivery is instantaneous: idle
-        case 0x310: return icr_high_;
-        case 0x380: return timer_initial_;
-        case 0x390: return current_count_locked(now_ns);
-        case 0x3E0: return timer_divide_;
-        default: return 0;
+        case 0x20:
+            return id_ << 24;
+        case 0x30:
+            return kVersion;
+        case 0x80:
+            return tpr_;
+        case 0x90:
+            return 0;
+        case 0xA0:
+            return ppr_locked();
+        case 0xD0:
+            return ldr_;
+        case 0xE0:
+            return dfr_;
+        case 0xF0:
+            return svr_;
+        case 0x280:
+            return esr_;
+        case 0x300:
+            return icr_low_ & ~(1u << 12);  // delivery is instantaneous: idle
+        case 0x310:
+            return icr_high_;
+        case 0x380:
+            return timer_initial_;
+        case 0x390:
+            return current_count_locked(now_ns);
+        case 0x3E0:
+            return timer_divide_;
+        default:
+            return 0;
     }
 }
 
@@ -108,7 +131,9 @@ void Lapic::write(uint32_t off, uint32_t v, uint64_t now_ns) {
             lk.unlock();
             if (cb_.addressing_changed) cb_.addressing_changed();
             return;
-        case 0x80: tpr_ = v & 0xFF; return;
+        case 0x80:
+            tpr_ = v & 0xFF;
+            return;
         case 0xB0: {  // EOI: retire the highest in-service vector
             int vec = highest(isr_);
             if (vec < 0) return;
@@ -137,7 +162,9 @@ void Lapic::write(uint32_t off, uint32_t v, uint64_t now_ns) {
             if (was != bool(v & kSvrEnable) && cb_.addressing_changed) cb_.addressing_changed();
             return;
         }
-        case 0x280: esr_ = 0; return;
+        case 0x280:
+            esr_ = 0;
+            return;
         case 0x300: {
             icr_low_ = v;
             InterruptMessage m = decode_icr(icr_low_, icr_high_, vcpu_index_);
@@ -145,14 +172,19 @@ void Lapic::write(uint32_t off, uint32_t v, uint64_t now_ns) {
             if (cb_.send_ipi) cb_.send_ipi(m);
             return;
         }
-        case 0x310: icr_high_ = v & 0xFF000000; return;
+        case 0x310:
+            icr_high_ = v & 0xFF000000;
+            return;
         case 0x380:
             timer_initial_ = v;
             timer_start_ns_ = now_ns;
             update_timer_locked(now_ns);
             return;
-        case 0x3E0: timer_divide_ = v & 0xB; return;
-        default: return;  // read-only or reserved
+        case 0x3E0:
+            timer_divide_ = v & 0xB;
+            return;
+        default:
+            return;  // read-only or reserved
     }
 }
 

@@ -15,7 +15,7 @@
 namespace kv {
 
 class Lapic {
-public:
+  public:
     static constexpr uint64_t kBase = 0xFEE00000;
     static constexpr uint64_t kSize = 0x1000;
     // The timer counts at this rate before the divider (a 1 GHz APIC bus, as QEMU uses).
@@ -67,7 +67,7 @@ public:
     void set_tpr(uint8_t tpr);
     uint8_t tpr() const;
 
-private:
+  private:
     uint32_t ppr_locked() const;
     int highest(const uint32_t* bits) const;
     void update_timer_locked(uint64_t now_ns);

@@ -42,22 +42,38 @@ constexpr uint32_t kMsrMtrrDefType = 0x2FF;
 
 const char* exit_reason_name(uint32_t r) {
     switch (r) {
-        case KVM_EXIT_UNKNOWN: return "unknown";
-        case KVM_EXIT_EXCEPTION: return "exception";
-        case KVM_EXIT_IO: return "io";
-        case KVM_EXIT_HYPERCALL: return "hypercall";
-        case KVM_EXIT_DEBUG: return "debug";
-        case KVM_EXIT_HLT: return "hlt";
-        case KVM_EXIT_MMIO: return "mmio";
-        case KVM_EXIT_IRQ_WINDOW_OPEN: return "irq-window";
-        case KVM_EXIT_SHUTDOWN: return "shutdown";
-        case KVM_EXIT_FAIL_ENTRY: return "fail-entry";
-        case KVM_EXIT_INTR: return "intr";
-        case KVM_EXIT_INTERNAL_ERROR: return "internal-error";
-        case KVM_EXIT_SYSTEM_EVENT: return "system-event";
-        case KVM_EXIT_X86_RDMSR: return "rdmsr";
-        case KVM_EXIT_X86_WRMSR: return "wrmsr";
-        default: return "other";
+        case KVM_EXIT_UNKNOWN:
+            return "unknown";
+        case KVM_EXIT_EXCEPTION:
+            return "exception";
+        case KVM_EXIT_IO:
+            return "io";
+        case KVM_EXIT_HYPERCALL:
+            return "hypercall";
+        case KVM_EXIT_DEBUG:
+            return "debug";
+        case KVM_EXIT_HLT:
+            return "hlt";
+        case KVM_EXIT_MMIO:
+            return "mmio";
+        case KVM_EXIT_IRQ_WINDOW_OPEN:
+            return "irq-window";
+        case KVM_EXIT_SHUTDOWN:
+            return "shutdown";
+        case KVM_EXIT_FAIL_ENTRY:
+            return "fail-entry";
+        case KVM_EXIT_INTR:
+            return "intr";
+        case KVM_EXIT_INTERNAL_ERROR:
+            return "internal-error";
+        case KVM_EXIT_SYSTEM_EVENT:
+            return "system-event";
+        case KVM_EXIT_X86_RDMSR:
+            return "rdmsr";
+        case KVM_EXIT_X86_WRMSR:
+            return "wrmsr";
+        default:
+            return "other";
     }
 }
 
@@ -67,9 +83,19 @@ Result<std::unique_ptr<Vcpu>> Vcpu::create(VmFd& vm, uint32_t index, uint32_t nu
     auto fd = vm.create_vcpu(index);
     if (!fd) return fd.error();
     std::unique_ptr<Vcpu> v(new Vcpu(index, std::move(fd).value(), std::move(env)));
-    auto cpuid = filter_cpuid(supported, CpuidParams{index, index, num_vcpus});
+    // One package for the node's vCPUs (a single node for now): siblings in a package
+    // share their delay calibration instead of each recalibrating against jiffies.
+    CpuidParams params;
+    params.vcpu_index = index;
+    params.apic_id = index;
+    params.num_vcpus = num_vcpus;
+    params.cores_per_package = num_vcpus;
+    params.core_bits = bits_for(num_vcpus);
+    static const uint64_t host_xsave = host_xsave_components();
+    params.host_xsave_mask = host_xsave;
+    auto cpuid = filter_cpuid(supported, params);
     KV_TRY(v->fd_.set_cpuid(cpuid));
-    KV_TRY(v->fd_.set_msrs({kvm_msr_entry{kMsrMiscEnable, 0, 1},   // fast strings
+    KV_TRY(v->fd_.set_msrs({kvm_msr_entry{kMsrMiscEnable, 0, 1},          // fast strings
                             kvm_msr_entry{kMsrMtrrDefType, 0, 0x806}}));  // MTRRs on, WB
     KV_TRY(v->fd_.get_regs(v->reset_regs_));
     KV_TRY(v->fd_.get_sregs(v->reset_sregs_));
@@ -82,16 +108,16 @@ Vcpu::Vcpu(uint32_t index, VcpuFd fd, VcpuEnv env)
       fd_(std::move(fd)),
       env_(std::move(env)),
       lapic_(index, index,
-             Lapic::Callbacks{
-                 [this](const InterruptMessage& m) {
-                     if (env_.router) env_.router->route(m);
-                 },
-                 [this](uint8_t vec) {
-                     if (env_.eoi_level) env_.eoi_level(vec);
-                 },
-                 [this] {
-                     if (env_.router) env_.router->update_addressing(index_, lapic_.addressing());
-                 }}) {
+             Lapic::Callbacks{[this](const InterruptMessage& m) {
+                                  if (env_.router) env_.router->route(m);
+                              },
+                              [this](uint8_t vec) {
+                                  if (env_.eoi_level) env_.eoi_level(vec);
+                              },
+                              [this] {
+                                  if (env_.router)
+                                      env_.router->update_addressing(index_, lapic_.addressing());
+                              }}) {
     if (env_.router) env_.router->update_addressing(index_, lapic_.addressing());
 }
 
@@ -345,11 +371,18 @@ bool Vcpu::handle_exit() {
     uint32_t reason = run->exit_reason;
     counters_.exits[reason < 64 ? reason : 0].fetch_add(1, std::memory_order_relaxed);
     switch (reason) {
-        case KVM_EXIT_IO: handle_pio(run); return true;
-        case KVM_EXIT_MMIO: handle_mmio(run); return true;
+        case KVM_EXIT_IO:
+            handle_pio(run);
+            return true;
+        case KVM_EXIT_MMIO:
+            handle_mmio(run);
+            return true;
         case KVM_EXIT_IRQ_WINDOW_OPEN:
-        case KVM_EXIT_INTR: return true;
-        case KVM_EXIT_HLT: wait_halted(); return true;
+        case KVM_EXIT_INTR:
+            return true;
+        case KVM_EXIT_HLT:
+            wait_halted();
+            return true;
         case KVM_EXIT_SHUTDOWN: {
             kvm_regs r{};
             (void)fd_.get_regs(r);
@@ -361,9 +394,9 @@ bool Vcpu::handle_exit() {
         }
         case KVM_EXIT_FAIL_ENTRY: {
             char buf[96];
-            std::snprintf(buf, sizeof buf, "KVM entry failed on vCPU %u (reason 0x%llx)", index_,
-                          static_cast<unsigned long long>(
-                              run->fail_entry.hardware_entry_failure_reason));
+            std::snprintf(
+                buf, sizeof buf, "KVM entry failed on vCPU %u (reason 0x%llx)", index_,
+                static_cast<unsigned long long>(run->fail_entry.hardware_entry_failure_reason));
             if (env_.fatal) env_.fatal(index_, false, buf);
             return false;
         }

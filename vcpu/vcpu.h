@@ -1,7 +1,7 @@
 // One guest vCPU: its KVM fd, its emulated LAPIC and the thread that runs it.
 //
 // The thread is an explicit state machine:
-//   WaitForSipi --SIPI--> Running --HLT--> (waits in Running until an interrupt) 
+//   WaitForSipi --SIPI--> Running --HLT--> (waits in Running until an interrupt)
 //   any --INIT--> WaitForSipi;  any --stop--> Stopped
 // Other threads talk to it only through deliver() (interrupt messages), set_extint()
 // and request_stop(); each of those wakes it: with a condition variable when it waits,
@@ -34,7 +34,7 @@ namespace kv {
 // Port and MMIO accesses a vCPU cannot handle itself (everything but its LAPIC). The
 // machine answers them from its device buses, or forwards them to the I/O node.
 class IoHandler {
-public:
+  public:
     virtual ~IoHandler() = default;
     // Return false when nothing is there (reads then see all ones).
     virtual bool pio(uint16_t port, std::span<uint8_t> data, bool is_write) = 0;
@@ -56,7 +56,7 @@ struct VcpuEnv {
 enum class VcpuState { WaitForSipi, Running, Stopped };
 
 class Vcpu : public InterruptTarget {
-public:
+  public:
     static Result<std::unique_ptr<Vcpu>> create(VmFd& vm, uint32_t index, uint32_t num_vcpus,
                                                 const std::vector<kvm_cpuid_entry2>& supported,
                                                 VcpuEnv env);
@@ -84,17 +84,17 @@ public:
     const Counters& counters() const { return counters_; }
     void print_counters(FILE* out) const;
 
-private:
+  private:
     Vcpu(uint32_t index, VcpuFd fd, VcpuEnv env);
     void thread_main();
-    bool run_once();               // false when the vCPU stops
+    bool run_once();  // false when the vCPU stops
     void inject_pending();
-    bool handle_exit();            // false when the vCPU stops
+    bool handle_exit();  // false when the vCPU stops
     void handle_pio(kvm_run* run);
     void handle_mmio(kvm_run* run);
     void wait_halted();
     void wait_for_sipi();
-    bool process_init_sipi();      // applies a pending INIT/SIPI; true if state changed
+    bool process_init_sipi();  // applies a pending INIT/SIPI; true if state changed
     void kick();
     void arm_timer(uint64_t deadline_ns);
     bool interruptible_pending(bool if_flag);

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "vcpu/tsc.h"
 #include "vmm/boot/acpi.h"
 #include "vmm/boot/linux_loader.h"
 #include "vmm/devices/acpi_pm.h"
@@ -26,6 +27,15 @@ namespace {
 // just below the 4 GiB BIOS area, inside the 32-bit hole and away from our MMIO.
 constexpr uint64_t kTssAddr = 0xFFFBD000;
 constexpr uint8_t kSerialIrq = 4, kRtcIrq = 8, kSciIrq = 9;
+
+// Adds a kernel parameter before " -- " (what follows it is init's argument list).
+std::string add_param(const std::string& cmdline, const std::string& param) {
+    size_t dashes =
+        cmdline.rfind(" -- ") == std::string::npos ? std::string::npos : cmdline.find(" -- ");
+    if (cmdline.rfind("-- ", 0) == 0) return param + " " + cmdline;
+    if (dashes == std::string::npos) return cmdline + " " + param;
+    return cmdline.substr(0, dashes) + " " + param + cmdline.substr(dashes);
+}
 
 bool has_param(const std::string& cmdline, const char* name) {
     std::string key = std::string(name) + "=";
@@ -109,11 +119,16 @@ Status Machine::build(const config::VmConfig& cfg) {
     // timers whose reads are slow exits and may give up on the TSC (lab-notes.md).
     std::string cmdline = cfg.cmdline;
     if (!has_param(cmdline, "tsc_early_khz")) {
-        if (auto khz = vcpus_[0]->fd().get_tsc_khz())
-            cmdline += " tsc_early_khz=" + std::to_string(*khz);
+        auto kvm_khz = vcpus_[0]->fd().get_tsc_khz();
+        uint64_t measured = measure_tsc_khz();
+        uint64_t khz = choose_tsc_khz(kvm_khz ? *kvm_khz : 0, measured);
+        if (kvm_khz && khz != *kvm_khz)
+            KV_INFO("KVM reports a %u kHz TSC but it runs at %llu kHz: using the measurement",
+                    *kvm_khz, static_cast<unsigned long long>(measured));
+        if (khz)
+            cmdline = add_param(cmdline, "tsc_early_khz=" + std::to_string(khz));
         else
-            KV_WARN("cannot read the TSC frequency (%s); the guest will calibrate it",
-                    khz.error().message.c_str());
+            KV_WARN("cannot tell the TSC frequency; the guest will calibrate it");
     }
     boot::LinuxBootConfig lb{cfg.kernel, cfg.initrd, cmdline, rsdp->value};
     auto info = boot::load_linux(*mem_, lb);
@@ -142,11 +157,9 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     KV_TRY(pio_bus_.insert(RtcCmos::kBase, RtcCmos::kSize, std::make_shared<RtcCmos>(), "rtc"));
     auto reset = [this] { request_stop(StopReason::Reset, "guest reset"); };
     KV_TRY(pio_bus_.insert(AcpiPm::kBase, AcpiPm::kSize,
-                           std::make_shared<AcpiPm>(IrqLine(this, kSciIrq),
-                                                    [this] {
-                                                        request_stop(StopReason::PowerOff,
-                                                                     "guest powered off");
-                                                    }),
+                           std::make_shared<AcpiPm>(
+                               IrqLine(this, kSciIrq),
+                               [this] { request_stop(StopReason::PowerOff, "guest powered off"); }),
                            "acpi-pm"));
     KV_TRY(pio_bus_.insert(PciHost::kBase, PciHost::kSize, std::make_shared<PciHost>(reset),
                            "pci-host"));
@@ -156,17 +169,21 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
 
     Uart8250::Sink sink;
     switch (cfg.console.kind) {
-        case config::ConsoleKind::Stdio: sink = Console::fd_sink(1); break;
+        case config::ConsoleKind::Stdio:
+            sink = Console::fd_sink(1);
+            break;
         case config::ConsoleKind::File: {
-            auto fd = Fd::check(::open(cfg.console.path.c_str(),
-                                       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644),
-                                cfg.console.path.c_str());
+            auto fd = Fd::check(
+                ::open(cfg.console.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644),
+                cfg.console.path.c_str());
             if (!fd) return Error{"console: " + fd.error().message};
             console_file_ = std::move(fd).value();
             sink = Console::fd_sink(console_file_.get());
             break;
         }
-        case config::ConsoleKind::None: sink = [](std::span<const uint8_t>) {}; break;
+        case config::ConsoleKind::None:
+            sink = [](std::span<const uint8_t>) {};
+            break;
     }
     uart_ = std::make_shared<Uart8250>(IrqLine(this, kSerialIrq), std::move(sink));
     KV_TRY(pio_bus_.insert(Uart8250::kCom1Base, Uart8250::kSize, uart_, "com1"));
@@ -204,6 +221,8 @@ StopEvent Machine::run() {
         if (!c) return StopEvent{StopReason::Failed, "console: " + c.error().message};
         console_ = std::move(c).value();
     }
+    if (auto s = pit_->start(); !s)
+        return StopEvent{StopReason::Failed, "pit: " + s.error().message};
     for (size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->start(i == 0);
     std::unique_lock lk(stop_mu_);
     stop_cv_.wait(lk, [&] { return stop_.has_value(); });

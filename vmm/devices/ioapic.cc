@@ -7,7 +7,7 @@ constexpr uint64_t kMask = 1ull << 16;
 constexpr uint64_t kLevel = 1ull << 15;
 constexpr uint64_t kRemoteIrr = 1ull << 14;
 constexpr uint64_t kWritable = 0xFF000000'0001AFFFull;  // dest, mask, trigger, polarity,
-                                                      // dest mode, delivery mode, vector
+                                                        // dest mode, delivery mode, vector
 InterruptMessage message_for(uint64_t e) {
     InterruptMessage m;
     m.vector = uint8_t(e & 0xFF);
@@ -45,9 +45,12 @@ void Ioapic::write(uint64_t off, std::span<const uint8_t> data) {
 
 uint32_t Ioapic::read_reg_locked(uint32_t reg) const {
     switch (reg) {
-        case 0: return uint32_t(id_) << 24;
-        case 1: return ((kPins - 1) << 16) | 0x11;
-        case 2: return uint32_t(id_) << 24;
+        case 0:
+            return uint32_t(id_) << 24;
+        case 1:
+            return ((kPins - 1) << 16) | 0x11;
+        case 2:
+            return uint32_t(id_) << 24;
         default:
             if (reg >= 0x10 && reg < 0x10 + 2 * kPins) {
                 uint64_t e = redir_[(reg - 0x10) / 2];
@@ -65,8 +68,8 @@ void Ioapic::write_reg_locked(uint32_t reg, uint32_t v) {
     if (reg < 0x10 || reg >= 0x10 + 2 * kPins) return;
     uint32_t pin = (reg - 0x10) / 2;
     uint64_t e = redir_[pin];
-    uint64_t nv = (reg & 1) ? (e & 0xFFFFFFFFull) | (uint64_t(v) << 32)
-                            : (e & 0xFFFFFFFF'00000000ull) | v;
+    uint64_t nv =
+        (reg & 1) ? (e & 0xFFFFFFFFull) | (uint64_t(v) << 32) : (e & 0xFFFFFFFF'00000000ull) | v;
     redir_[pin] = (nv & kWritable) | (e & kRemoteIrr);
     // Unmasking a level pin that is still asserted delivers it now.
     if ((redir_[pin] & kLevel) && !(redir_[pin] & kMask) && level_[pin] &&

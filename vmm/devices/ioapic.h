@@ -15,7 +15,7 @@
 namespace kv {
 
 class Ioapic : public Device {
-public:
+  public:
     static constexpr uint64_t kBase = 0xFEC00000;
     static constexpr uint32_t kPins = 24;
 
@@ -30,7 +30,7 @@ public:
     uint64_t redirection(uint32_t pin) const;
     uint64_t raised() const { return raised_.load(); }
 
-private:
+  private:
     void deliver_locked(uint32_t pin);  // called with mu_ held; routes without it
     uint32_t read_reg_locked(uint32_t reg) const;
     void write_reg_locked(uint32_t reg, uint32_t v);

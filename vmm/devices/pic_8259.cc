@@ -61,9 +61,13 @@ void Pic8259::Chip::write(int port, uint8_t v) {
         // OCW2
         int cmd = v >> 5;
         switch (cmd) {
-            case 1: eoi_nonspecific(); break;                      // non-specific EOI
-            case 3: isr &= uint8_t(~(1 << (v & 7))); break;        // specific EOI
-            case 5: {                                              // rotate on non-specific EOI
+            case 1:
+                eoi_nonspecific();
+                break;  // non-specific EOI
+            case 3:
+                isr &= uint8_t(~(1 << (v & 7)));
+                break;  // specific EOI
+            case 5: {   // rotate on non-specific EOI
                 int srv = highest(isr);
                 if (srv >= 0) {
                     isr &= uint8_t(~(1 << srv));
@@ -71,20 +75,33 @@ void Pic8259::Chip::write(int port, uint8_t v) {
                 }
                 break;
             }
-            case 6: lowest_priority = v & 7; break;                // set priority
-            case 7:                                                // rotate on specific EOI
+            case 6:
+                lowest_priority = v & 7;
+                break;  // set priority
+            case 7:     // rotate on specific EOI
                 isr &= uint8_t(~(1 << (v & 7)));
                 lowest_priority = v & 7;
                 break;
-            default: break;
+            default:
+                break;
         }
         return;
     }
     switch (icw_step) {
-        case 1: base = v & 0xF8; icw_step = 2; return;   // ICW2
-        case 2: icw_step = icw4 ? 3 : 0; return;          // ICW3 (cascade wiring is fixed)
-        case 3: auto_eoi = v & 2; icw_step = 0; return;   // ICW4
-        default: imr = v; return;                          // OCW1
+        case 1:
+            base = v & 0xF8;
+            icw_step = 2;
+            return;  // ICW2
+        case 2:
+            icw_step = icw4 ? 3 : 0;
+            return;  // ICW3 (cascade wiring is fixed)
+        case 3:
+            auto_eoi = v & 2;
+            icw_step = 0;
+            return;  // ICW4
+        default:
+            imr = v;
+            return;  // OCW1
     }
 }
 
@@ -97,7 +114,9 @@ Pic8259::Pic8259(std::function<void(bool)> output) : output_cb_(std::move(output
     slave_.lowest_priority = 7;
 }
 
-Pic8259::Chip& Pic8259::chip_for(uint64_t off) { return off >= 0x80 ? slave_ : master_; }
+Pic8259::Chip& Pic8259::chip_for(uint64_t off) {
+    return off >= 0x80 ? slave_ : master_;
+}
 
 void Pic8259::update_locked(bool& changed, bool& level) {
     // The slave's INT is the master's IRQ 2 (always treated as a level).
@@ -145,7 +164,7 @@ void Pic8259::write(uint64_t off, std::span<const uint8_t> data) {
         if (off == 0x4B0)
             master_.elcr = v & 0xF8;  // IRQ 0-2 are always edge
         else if (off == 0x4B1)
-            slave_.elcr = v & 0xDE;   // IRQ 8 and 13 are always edge
+            slave_.elcr = v & 0xDE;  // IRQ 8 and 13 are always edge
         else if (off <= 1 || (off >= 0x80 && off <= 0x81))
             chip_for(off).write(int(off & 1), v);
         update_locked(changed, level);

@@ -12,7 +12,7 @@
 namespace kv {
 
 class Pic8259 : public Device {
-public:
+  public:
     // `output` is called (outside the lock) when the master's INT line changes.
     explicit Pic8259(std::function<void(bool)> output);
 
@@ -26,7 +26,7 @@ public:
     uint8_t acknowledge();
     bool output() const;
 
-private:
+  private:
     struct Chip {
         uint8_t irr = 0, isr = 0, imr = 0xFF, last = 0, elcr = 0;
         uint8_t base = 0, icw_step = 0, lowest_priority = 7;
