@@ -518,6 +518,10 @@ TEST(IcTcp, SendRefusesWhatThePeerWouldRefuse) {
     st = ts[0].value()->send(7, raw_header(MsgType::Inv, 0, 0));
     ASSERT_FALSE(st.ok());
     EXPECT_EQ(st.error().message, "send to node 7: not a peer");
+    st = ts[0].value()->send(1, raw_header(MsgType::HelloAck, 0, 0),
+                             std::vector<uint8_t>(sizeof(HelloPayload)));
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().message, "send to node 1: HelloAck is reserved for the handshake");
 }
 
 TEST(IcTcp, FactoryMakesTcpAndNamesUnknownTransports) {
