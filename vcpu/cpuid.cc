@@ -3,6 +3,7 @@
 #include <cpuid.h>
 
 #include <algorithm>
+#include <cstring>
 
 namespace kv {
 
@@ -33,6 +34,16 @@ uint64_t allowed_xcr0(const std::vector<kvm_cpuid_entry2>& v, uint64_t host_mask
 }  // namespace
 
 uint64_t host_xsave_components() {
+    // Under QEMU's TCG (the lab's emulated hosts) the emulated SVM does not intercept
+    // XSETBV: a nested guest changes XCR0 behind KVM's back, KVM keeps reporting the XSAVE
+    // size of the old XCR0 and saves too little state. Only x87/SSE state is safe there.
+    unsigned a, b, c, d;
+    __cpuid(0x40000000, a, b, c, d);
+    char sig[13] = {};
+    std::memcpy(sig, &b, 4);
+    std::memcpy(sig + 4, &c, 4);
+    std::memcpy(sig + 8, &d, 4);
+    if (std::strcmp(sig, "TCGTCGTCGTCG") == 0) return 0x3;
     uint64_t mask = 0x3;
     for (uint32_t i = 2; i < 63; ++i) {
         unsigned a, b, c, d;

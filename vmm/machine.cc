@@ -63,20 +63,63 @@ Machine::~Machine() {
 
 Status Machine::build(const config::VmConfig& cfg) {
     cfg_ = cfg;
-    auto kvm = Kvm::open();
-    if (!kvm) return kvm.error();
-    kvm_.emplace(std::move(kvm).value());
-
     const uint32_t n = cfg.vcpus;
+    // The user's input (memory, kernel, initrd) is checked before KVM is needed, so a
+    // machine without a usable /dev/kvm still reports a bad kernel as such.
+    auto mem = GuestMemory::create(cfg.memory);
+    if (!mem) return Error{"memory: " + mem.error().message};
+    mem_.emplace(std::move(mem).value());
+    router_ = std::make_unique<IpiRouter>(n);
+    ioapic_ = std::make_shared<Ioapic>(uint8_t(n), *router_);
+    pic_ = std::make_shared<Pic8259>([this](bool level) {
+        // The PIC's INT pin is wired to the BSP's LINT0.
+        if (!vcpus_.empty()) vcpus_[0]->set_extint(level);
+    });
+    KV_TRY(setup_devices(cfg));
+    auto rsdp = boot::write_acpi_tables(*mem_, boot::AcpiConfig::single_node(*mem_, n));
+    if (!rsdp) return rsdp.error();
+
+    auto kvm = Kvm::open();
+    if (kvm) {
+        kvm_.emplace(std::move(kvm).value());
+        KV_TRY(create_vm_and_vcpus(n));
+    }
+
+    // Without kvmclock the guest must be told its TSC frequency, or it calibrates against
+    // timers whose reads are slow exits and may give up on the TSC (lab-notes.md).
+    std::string cmdline = cfg.cmdline;
+    if (!has_param(cmdline, "tsc_early_khz")) {
+        Result<uint32_t> kvm_khz = Error{"no vCPU"};
+        if (!vcpus_.empty()) kvm_khz = vcpus_[0]->fd().get_tsc_khz();
+        uint64_t measured = measure_tsc_khz();
+        uint64_t khz = choose_tsc_khz(kvm_khz ? *kvm_khz : 0, measured);
+        if (kvm_khz && khz != *kvm_khz)
+            KV_INFO("KVM reports a %u kHz TSC but it runs at %llu kHz: using the measurement",
+                    *kvm_khz, static_cast<unsigned long long>(measured));
+        if (khz)
+            cmdline = add_param(cmdline, "tsc_early_khz=" + std::to_string(khz));
+        else
+            KV_WARN("cannot tell the TSC frequency; the guest will calibrate it");
+    }
+    boot::LinuxBootConfig lb{cfg.kernel, cfg.initrd, cmdline, rsdp->value};
+    auto info = boot::load_linux(*mem_, lb);
+    if (!info) return info.error();
+    if (!kvm) return kvm.error();
+
+    kvm_regs regs{};
+    kvm_sregs sregs{};
+    KV_TRY(vcpus_[0]->fd().get_regs(regs));
+    KV_TRY(vcpus_[0]->fd().get_sregs(sregs));
+    info->cpu.apply(regs, sregs);
+    KV_TRY(vcpus_[0]->set_boot_state(regs, sregs));
+    return {};
+}
+
+Status Machine::create_vm_and_vcpus(uint32_t n) {
     auto max = kvm_->check_extension(KVM_CAP_MAX_VCPUS);
     if (max && *max > 0 && n > uint32_t(*max))
         return Error{"vcpus: " + std::to_string(n) + " is more than this host's KVM allows (" +
                      std::to_string(*max) + ")"};
-
-    auto mem = GuestMemory::create(cfg.memory);
-    if (!mem) return Error{"memory: " + mem.error().message};
-    mem_.emplace(std::move(mem).value());
-
     auto vm = kvm_->create_vm();
     if (!vm) return vm.error();
     vm_ = std::move(vm).value();
@@ -87,14 +130,6 @@ Status Machine::build(const config::VmConfig& cfg) {
 
     auto supported = kvm_->supported_cpuid();
     if (!supported) return supported.error();
-
-    router_ = std::make_unique<IpiRouter>(n);
-    ioapic_ = std::make_shared<Ioapic>(uint8_t(n), *router_);
-    pic_ = std::make_shared<Pic8259>([this](bool level) {
-        // The PIC's INT pin is wired to the BSP's LINT0.
-        if (!vcpus_.empty()) vcpus_[0]->set_extint(level);
-    });
-
     for (uint32_t i = 0; i < n; ++i) {
         VcpuEnv env;
         env.io = this;
@@ -109,37 +144,6 @@ Status Machine::build(const config::VmConfig& cfg) {
         router_->attach_local(i, v->get());
         vcpus_.push_back(std::move(v).value());
     }
-
-    KV_TRY(setup_devices(cfg));
-
-    auto rsdp = boot::write_acpi_tables(*mem_, boot::AcpiConfig::single_node(*mem_, n));
-    if (!rsdp) return rsdp.error();
-
-    // Without kvmclock the guest must be told its TSC frequency, or it calibrates against
-    // timers whose reads are slow exits and may give up on the TSC (lab-notes.md).
-    std::string cmdline = cfg.cmdline;
-    if (!has_param(cmdline, "tsc_early_khz")) {
-        auto kvm_khz = vcpus_[0]->fd().get_tsc_khz();
-        uint64_t measured = measure_tsc_khz();
-        uint64_t khz = choose_tsc_khz(kvm_khz ? *kvm_khz : 0, measured);
-        if (kvm_khz && khz != *kvm_khz)
-            KV_INFO("KVM reports a %u kHz TSC but it runs at %llu kHz: using the measurement",
-                    *kvm_khz, static_cast<unsigned long long>(measured));
-        if (khz)
-            cmdline = add_param(cmdline, "tsc_early_khz=" + std::to_string(khz));
-        else
-            KV_WARN("cannot tell the TSC frequency; the guest will calibrate it");
-    }
-    boot::LinuxBootConfig lb{cfg.kernel, cfg.initrd, cmdline, rsdp->value};
-    auto info = boot::load_linux(*mem_, lb);
-    if (!info) return info.error();
-
-    kvm_regs regs{};
-    kvm_sregs sregs{};
-    KV_TRY(vcpus_[0]->fd().get_regs(regs));
-    KV_TRY(vcpus_[0]->fd().get_sregs(sregs));
-    info->cpu.apply(regs, sregs);
-    KV_TRY(vcpus_[0]->set_boot_state(regs, sregs));
     return {};
 }
 

@@ -30,11 +30,11 @@ class Console;
 
 // Why run() returned.
 enum class StopReason {
-    PowerOff,   // ACPI S5
-    Reset,      // reset register, keyboard controller
-    Crashed,    // triple fault, guest panic
-    Failed,     // the VMM could not go on (KVM error)
-    UserQuit,   // Ctrl-A x on the console
+    PowerOff,  // ACPI S5
+    Reset,     // reset register, keyboard controller
+    Crashed,   // triple fault, guest panic
+    Failed,    // the VMM could not go on (KVM error)
+    UserQuit,  // Ctrl-A x on the console
 };
 
 struct StopEvent {
@@ -43,7 +43,7 @@ struct StopEvent {
 };
 
 class Machine : public IoHandler, public IrqChip {
-public:
+  public:
     // Errors from bad input (kernel, initrd, memory, vcpus) start with the key at fault.
     static Result<std::unique_ptr<Machine>> create(const config::VmConfig& cfg);
     ~Machine() override;
@@ -60,10 +60,11 @@ public:
     // Any thread: the guest is over.
     void request_stop(StopReason reason, std::string detail);
 
-private:
+  private:
     Machine() = default;
     Status build(const config::VmConfig& cfg);
     Status setup_devices(const config::VmConfig& cfg);
+    Status create_vm_and_vcpus(uint32_t n);
 
     config::VmConfig cfg_;
     std::optional<Kvm> kvm_;

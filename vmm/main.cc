@@ -68,8 +68,11 @@ int main(int argc, char** argv) {
         auto machine = kv::Machine::create(cfg);
         if (!machine) {
             const std::string& msg = machine.error().message;
-            std::fprintf(stderr, "vmm-launch: %s\n", msg.c_str());
-            return is_input_error(msg) ? 2 : 1;
+            bool input = is_input_error(msg);
+            // A key set in the config file is reported with its FILE:LINE.
+            std::string where = input ? cfg.where(msg.substr(0, msg.find(':'))) : "";
+            std::fprintf(stderr, "vmm-launch: %s%s\n", where.c_str(), msg.c_str());
+            return input ? 2 : 1;
         }
         g_machine = machine->get();
         kv::StopEvent ev = (*machine)->run();
