@@ -1,0 +1,167 @@
+// Tier 3: the freestanding test guest on a real KVM (docs/testing-kvm.md). Each test
+// boots a fresh TestVm, runs one scenario and checks what the guest reports against what
+// the vCPU, LAPIC and IPI router code counted on the host side.
+//
+// `kvm_guest_test --probe` only says whether this machine's /dev/kvm can run the guest
+// (tests/kvm/run.sh uses it to choose between here and a lab host).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "tests/kvm/kvm_harness.h"
+#include "vcpu/lapic.h"
+
+namespace kv::kvmtest {
+namespace {
+
+constexpr auto kTimeout = std::chrono::seconds(20);
+
+// The LAPIC timer's period: initial count x divider at the model's bus clock (Intel SDM
+// vol. 3, 11.5.4: the divide configuration register encodings).
+uint64_t timer_period_ns(uint32_t divide_reg, uint32_t initial) {
+    uint64_t divider = 0;
+    switch (divide_reg) {
+        case 0x0: divider = 2; break;
+        case 0x1: divider = 4; break;
+        case 0x2: divider = 8; break;
+        case 0x3: divider = 16; break;
+        case 0x8: divider = 32; break;
+        case 0x9: divider = 64; break;
+        case 0xA: divider = 128; break;
+        case 0xB: divider = 1; break;
+    }
+    return uint64_t(initial) * divider * 1'000'000'000ull / Lapic::kBusHz;
+}
+
+std::unique_ptr<TestVm> make_vm(uint32_t vcpus) {
+    auto vm = TestVm::create(vcpus);
+    if (!vm) {
+        ADD_FAILURE() << "cannot build a KVM test VM with " << vcpus
+                      << " vCPU(s): " << vm.error().message
+                      << " (these tests need a /dev/kvm that runs freestanding long-mode "
+                         "guests; tests/kvm/run.sh runs them in a lab host otherwise)";
+        return nullptr;
+    }
+    return std::move(vm).value();
+}
+
+uint64_t exits(const Vcpu& v, uint32_t reason) { return v.counters().exits[reason].load(); }
+
+TEST(KvmGuest, Serial) {
+    auto vm = make_vm(1);
+    ASSERT_TRUE(vm);
+    kvt_params p{};
+    p.scenario = KVT_SCENARIO_SERIAL;
+    auto run = vm->run(p, kTimeout);
+    ASSERT_TRUE(run) << run.error().message;
+    ASSERT_TRUE(run->passed()) << run->describe();
+    // The guest checked EFER.LMA itself: it is in long mode.
+    EXPECT_EQ(run->serial, "kvt: hello from APIC 0, EFER.LMA=1\n") << run->describe();
+    // Byte by byte: one port exit per character, plus the exit port.
+    EXPECT_EQ(exits(vm->vcpu(0), KVM_EXIT_IO), run->serial.size() + 1) << run->describe();
+    EXPECT_TRUE(run->unexpected_io.empty()) << run->describe();
+}
+
+TEST(KvmGuest, Ipi) {
+    auto vm = make_vm(2);
+    ASSERT_TRUE(vm);
+    kvt_params p{};
+    p.scenario = KVT_SCENARIO_IPI;
+    p.ipi_fixed_count = 5;
+    auto run = vm->run(p, kTimeout);
+    ASSERT_TRUE(run) << run.error().message;
+    ASSERT_TRUE(run->passed()) << run->describe();
+
+    // The guest's view: the AP started once (the second SIPI was ignored) and handled
+    // every IPI sent to it (5 physical, 1 all-excluding-self, 1 logical); the BSP none.
+    const uint32_t sent = p.ipi_fixed_count + 2;
+    const auto& r = run->results;
+    EXPECT_EQ(r.ap_started, 1u) << run->describe();
+    EXPECT_EQ(r.ap_ready, 1u) << run->describe();
+    EXPECT_EQ(r.ipis_sent, sent) << run->describe();
+    EXPECT_EQ(r.ipi_received[1], sent) << run->describe();
+    EXPECT_EQ(r.ipi_received[0], 0u) << run->describe();
+
+    // The host's view: every ICR write went through the router, each to one local vCPU.
+    const auto& c = vm->router().counters();
+    EXPECT_EQ(c.by_mode[size_t(DeliveryMode::Init)].load(), 1u) << run->describe();
+    EXPECT_EQ(c.by_mode[size_t(DeliveryMode::StartUp)].load(), 2u) << run->describe();
+    EXPECT_EQ(c.by_mode[size_t(DeliveryMode::Fixed)].load(), sent) << run->describe();
+    EXPECT_EQ(c.local.load(), 1u + 2u + sent) << run->describe();
+    EXPECT_EQ(c.remote.load(), 0u) << run->describe();
+    EXPECT_EQ(c.dropped.load(), 0u) << run->describe();
+    // And vCPU 1 was injected exactly those interrupts, vCPU 0 none.
+    EXPECT_EQ(vm->vcpu(1).counters().interrupts_injected.load(), sent) << run->describe();
+    EXPECT_EQ(vm->vcpu(0).counters().interrupts_injected.load(), 0u) << run->describe();
+    EXPECT_TRUE(run->unexpected_io.empty()) << run->describe();
+}
+
+// Checks the time between the guest's TIMER_START and TIMER_DONE marks: at least the
+// programmed time (an early or back-to-back timer fails), at most a generous multiple.
+void expect_elapsed(const GuestRun& run, uint64_t expected_ns) {
+    auto start = run.mark_ns(KVT_MARK_TIMER_START), done = run.mark_ns(KVT_MARK_TIMER_DONE);
+    ASSERT_TRUE(start && done) << "the guest did not write both timer marks\n" << run.describe();
+    uint64_t elapsed = *done - *start;
+    EXPECT_GE(elapsed, expected_ns) << "ticks came faster than programmed\n" << run.describe();
+    EXPECT_LE(elapsed, 10 * expected_ns + 1'000'000'000ull)
+        << "ticks came far slower than programmed\n"
+        << run.describe();
+    std::printf("timer: %.3f ms elapsed for %.3f ms programmed\n", double(elapsed) / 1e6,
+                double(expected_ns) / 1e6);
+}
+
+TEST(KvmGuest, TimerPeriodic) {
+    auto vm = make_vm(1);
+    ASSERT_TRUE(vm);
+    kvt_params p{};
+    p.scenario = KVT_SCENARIO_TIMER_PERIODIC;
+    p.timer_divide = 0x3;      // divide by 16
+    p.timer_initial = 125000;  // 2 ms at the 1 GHz model bus clock
+    p.timer_ticks = 25;
+    auto run = vm->run(p, kTimeout);
+    ASSERT_TRUE(run) << run.error().message;
+    ASSERT_TRUE(run->passed()) << run->describe();
+    EXPECT_EQ(run->results.timer_ticks, p.timer_ticks) << run->describe();
+    EXPECT_EQ(vm->vcpu(0).counters().interrupts_injected.load(), p.timer_ticks)
+        << run->describe();
+    expect_elapsed(*run, p.timer_ticks * timer_period_ns(p.timer_divide, p.timer_initial));
+    EXPECT_TRUE(run->unexpected_io.empty()) << run->describe();
+}
+
+TEST(KvmGuest, TimerOneShot) {
+    auto vm = make_vm(1);
+    ASSERT_TRUE(vm);
+    kvt_params p{};
+    p.scenario = KVT_SCENARIO_TIMER_ONESHOT;
+    p.timer_divide = 0xB;         // divide by 1
+    p.timer_initial = 10'000'000;  // 10 ms
+    p.oneshot_quiet_us = 30'000;  // then watch three periods for a second tick
+    auto run = vm->run(p, kTimeout);
+    ASSERT_TRUE(run) << run.error().message;
+    ASSERT_TRUE(run->passed()) << run->describe();
+    EXPECT_EQ(run->results.timer_ticks, 1u) << run->describe();
+    EXPECT_EQ(run->results.timer_count_after, 0u) << run->describe();
+    EXPECT_EQ(vm->vcpu(0).counters().interrupts_injected.load(), 1u) << run->describe();
+    expect_elapsed(*run, timer_period_ns(p.timer_divide, p.timer_initial));
+    EXPECT_TRUE(run->unexpected_io.empty()) << run->describe();
+}
+
+}  // namespace
+}  // namespace kv::kvmtest
+
+int main(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--probe") == 0) {
+            auto r = kv::kvmtest::probe();
+            if (!r) {
+                std::printf("kvm probe: no: %s\n", r.error().message.c_str());
+                return 1;
+            }
+            std::printf("kvm probe: yes: %s\n", r->c_str());
+            return 0;
+        }
+    }
+    testing::InitGoogleTest(&argc, argv);
+    return RUN_ALL_TESTS();
+}
