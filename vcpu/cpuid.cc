@@ -35,15 +35,17 @@ uint64_t allowed_xcr0(const std::vector<kvm_cpuid_entry2>& v, uint64_t host_mask
 
 uint64_t host_xsave_components() {
     // Under QEMU's TCG (the lab's emulated hosts) the emulated SVM does not intercept
-    // XSETBV: a nested guest changes XCR0 behind KVM's back, KVM keeps reporting the XSAVE
-    // size of the old XCR0 and saves too little state. Only x87/SSE state is safe there.
+    // XSETBV: a nested guest changes XCR0 behind KVM's back, and KVM reloads the XCR0 it
+    // believes in at every entry, so the guest's XSAVE areas and signal frames break
+    // ("bad frame in rt_sigreturn"). XSAVE is not usable at all there: report no
+    // components and the filter hides XSAVE, so the guest uses FXSAVE.
     unsigned a, b, c, d;
     __cpuid(0x40000000, a, b, c, d);
     char sig[13] = {};
     std::memcpy(sig, &b, 4);
     std::memcpy(sig + 4, &c, 4);
     std::memcpy(sig + 8, &d, 4);
-    if (std::strcmp(sig, "TCGTCGTCGTCG") == 0) return 0x3;
+    if (std::strcmp(sig, "TCGTCGTCGTCG") == 0) return 0;
     uint64_t mask = 0x3;
     for (uint32_t i = 2; i < 63; ++i) {
         unsigned a, b, c, d;
@@ -62,7 +64,8 @@ uint32_t bits_for(uint32_t n) {
 std::vector<kvm_cpuid_entry2> filter_cpuid(const std::vector<kvm_cpuid_entry2>& supported,
                                            const CpuidParams& p) {
     const uint64_t xcr0_ok = allowed_xcr0(supported, p.host_xsave_mask);
-    const bool avx_ok = xcr0_ok & (1u << 2);
+    const bool xsave_ok = p.host_xsave_mask != 0;
+    const bool avx_ok = xsave_ok && (xcr0_ok & (1u << 2));
     const bool avx512_ok = (xcr0_ok & 0xE0) == 0xE0;
     std::vector<kvm_cpuid_entry2> out;
     out.reserve(supported.size() + 1);
@@ -74,6 +77,7 @@ std::vector<kvm_cpuid_entry2> filter_cpuid(const std::vector<kvm_cpuid_entry2>& 
                 e.ecx |= kLeaf1EcxHypervisor;
                 e.edx |= kLeaf1EdxApic;
                 if (!avx_ok) e.ecx &= ~((1u << 28) | (1u << 12) | (1u << 29));  // AVX FMA F16C
+                if (!xsave_ok) e.ecx &= ~((1u << 26) | (1u << 27));  // XSAVE, OSXSAVE
                 // Logical processors per package, and our APIC ID.
                 if (p.cores_per_package > 1)
                     e.edx |= kLeaf1EdxHtt;
@@ -133,6 +137,7 @@ std::vector<kvm_cpuid_entry2> filter_cpuid(const std::vector<kvm_cpuid_entry2>& 
                         ((p.cores_per_package - 1) & 0xFF);
                 break;
             case 0xD:
+                if (!xsave_ok) continue;
                 if (e.index == 0) {
                     uint64_t xcr0 = (uint64_t(e.edx) << 32 | e.eax) & xcr0_ok;
                     e.eax = uint32_t(xcr0);

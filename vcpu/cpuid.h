@@ -23,9 +23,8 @@ struct CpuidParams {
     // core_bits is the width of the core number in the APIC ID (package = apic_id >> it).
     uint32_t cores_per_package = 1;
     uint32_t core_bits = 0;
-    // XSAVE components whose save area the host CPU itself reports (CPUID 0xD.i EAX != 0).
-    // KVM can list components the CPU lacks (seen on the lab's TCG hosts), and a guest
-    // that enables them finds inconsistent XSAVE sizes and warns.
+    // XSAVE components whose save area the host CPU itself reports (CPUID 0xD.i EAX != 0);
+    // 0 means XSAVE must be hidden altogether (see host_xsave_components()).
     uint64_t host_xsave_mask = ~0ull;
 };
 
