@@ -317,6 +317,7 @@ static void scenario_timer_oneshot(void) {
     mark(KVT_MARK_TIMER_DONE);
     RESULTS->timer_count_after = lapic_read(LAPIC_TIMER_CURRENT);
     if (RESULTS->timer_count_after != 0) finish(KVT_EXIT_TIMER_COUNT);
+    if (PARAMS->oneshot_rewrite_lvt) lapic_write(LAPIC_LVT_TIMER, KVT_VECTOR_TIMER);
     /* Watch, interrupts on, for a tick that must not come. */
     sti();
     uint32_t start = clock_us();

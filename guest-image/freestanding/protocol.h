@@ -74,6 +74,8 @@ struct kvt_params {
     uint32_t timer_initial;      /* LAPIC initial count */
     uint32_t timer_ticks;        /* periodic: ticks to wait for */
     uint32_t oneshot_quiet_us;   /* one-shot: how long to watch for a second tick */
+    uint32_t oneshot_rewrite_lvt; /* one-shot: after it fired, write LVT timer again
+                                     (same value); the SDM says that does not re-arm */
 };
 
 /* Written by the guest; the harness reads it after the run. Fields touched by several

@@ -97,9 +97,8 @@ std::string GuestRun::describe() const {
     std::snprintf(buf, sizeof buf,
                   "results: ap_started=%u ap_ready=%u ipis_sent=%u ipi_received=[%u %u] "
                   "timer_ticks=%u timer_count_after=%u\n",
-                  results.ap_started, results.ap_ready, results.ipis_sent,
-                  results.ipi_received[0], results.ipi_received[1], results.timer_ticks,
-                  results.timer_count_after);
+                  results.ap_started, results.ap_ready, results.ipis_sent, results.ipi_received[0],
+                  results.ipi_received[1], results.timer_ticks, results.timer_count_after);
     s += buf;
     for (const auto& u : unexpected_io) s += "unexpected access: " + u + "\n";
     return s + counters;
@@ -111,7 +110,9 @@ Result<std::unique_ptr<TestVm>> TestVm::create(uint32_t num_vcpus, const char* k
     return vm;
 }
 
-TestVm::~TestVm() { stop_all(); }
+TestVm::~TestVm() {
+    stop_all();
+}
 
 Status TestVm::build(uint32_t n, const char* kvm_path) {
     auto kvm = Kvm::open(kvm_path);

@@ -11,7 +11,7 @@ if (($# != 2)); then
   echo "usage: $0 TEST_BINARY GTEST_FILTER" >&2
   exit 2
 fi
-bin=$1 filter=$2
+bin=$(realpath -- "$1") filter=$2
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 [[ -x $bin ]] || { echo "kvm tests: $bin is not an executable (build kvm_guest_test)" >&2; exit 2; }
 
