@@ -37,6 +37,7 @@ void install_kick_handler() {
 
 constexpr uint32_t kMsrMiscEnable = 0x1A0;
 constexpr uint32_t kMsrMtrrDefType = 0x2FF;
+constexpr uint32_t kMsrK7Hwcr = 0xC0010015;
 
 }  // namespace
 
@@ -97,6 +98,10 @@ Result<std::unique_ptr<Vcpu>> Vcpu::create(VmFd& vm, uint32_t index, uint32_t nu
     KV_TRY(v->fd_.set_cpuid(cpuid));
     KV_TRY(v->fd_.set_msrs({kvm_msr_entry{kMsrMiscEnable, 0, 1},          // fast strings
                             kvm_msr_entry{kMsrMtrrDefType, 0, 0x806}}));  // MTRRs on, WB
+    // AMD: HWCR.TscFreqSel says the TSC counts at the P0 frequency (an invariant TSC);
+    // without it Linux reports a firmware bug. Older KVMs refuse the bit: not fatal.
+    if (auto s = v->fd_.set_msrs({kvm_msr_entry{kMsrK7Hwcr, 0, 1ull << 24}}); !s)
+        KV_DEBUG("vCPU %u: HWCR.TscFreqSel not accepted: %s", index, s.error().message.c_str());
     KV_TRY(v->fd_.get_regs(v->reset_regs_));
     KV_TRY(v->fd_.get_sregs(v->reset_sregs_));
     KV_TRY(v->fd_.get_fpu(v->reset_fpu_));

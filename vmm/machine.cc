@@ -17,6 +17,7 @@
 #include "vmm/devices/pic_8259.h"
 #include "vmm/devices/pit_8254.h"
 #include "vmm/devices/port_window.h"
+#include "vmm/devices/pvpanic.h"
 #include "vmm/devices/rtc_cmos.h"
 #include "vmm/devices/uart_8250.h"
 
@@ -167,6 +168,13 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
                            "acpi-pm"));
     KV_TRY(pio_bus_.insert(PciHost::kBase, PciHost::kSize, std::make_shared<PciHost>(reset),
                            "pci-host"));
+    KV_TRY(pio_bus_.insert(PvPanic::kPort, 1, std::make_shared<PvPanic>([this](uint8_t ev) {
+                               request_stop(StopReason::Crashed,
+                                            (ev & PvPanic::kPanicked)
+                                                ? "guest kernel panic (pvpanic)"
+                                                : "guest crash dump loaded (pvpanic)");
+                           }),
+                           "pvpanic"));
     auto i8042 = std::make_shared<I8042>(reset);
     KV_TRY(pio_bus_.insert(0x60, 1, i8042, "i8042-data"));
     KV_TRY(pio_bus_.insert(0x64, 1, std::make_shared<PortWindow>(i8042, 4), "i8042-cmd"));
