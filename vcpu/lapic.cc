@@ -121,8 +121,9 @@ void Lapic::write(uint32_t off, uint32_t v, uint64_t now_ns) {
     std::unique_lock lk(mu_);
     if (int i = lvt_index(off); i >= 0) {
         if (!(svr_ & kSvrEnable)) v |= kMasked;  // software-disabled: LVTs stay masked
+        // A mode or vector change does not restart the count: only a write of the initial
+        // count arms the timer (a fired one-shot stays stopped).
         lvt_[i] = v;
-        if (i == kLvtTimer) update_timer_locked(now_ns);
         return;
     }
     switch (off) {
