@@ -1,0 +1,262 @@
+#include "memory/coherence_engine.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+
+#include <chrono>
+
+#include "base/log.h"
+
+namespace kv {
+
+uint64_t CoherenceEngine::now_ns() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count());
+}
+
+Result<std::unique_ptr<CoherenceEngine>> CoherenceEngine::create(GuestMemory& mem, Options opts) {
+    std::vector<Span> spans;
+    uint64_t pages = 0;
+    for (const auto& r : mem.regions()) {
+        spans.push_back({r.mapping.data(), pages, r.size / kPageSize});
+        pages += r.size / kPageSize;
+    }
+    auto homes = opts.homes.empty() ? HomeMap::even(pages, opts.num_nodes)
+                                    : HomeMap::from_ranges(opts.homes, pages, opts.num_nodes);
+    if (!homes) return homes.error();
+    if (opts.self >= opts.num_nodes) return Error{"coherence engine: node id outside the cluster"};
+    auto uffd = Userfaultfd::open();
+    if (!uffd) return uffd.error();
+    for (const auto& r : mem.regions()) KV_TRY(uffd->register_missing_wp(r.mapping.data(), r.size));
+    auto stop = Fd::check(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd");
+    if (!stop) return stop.error();
+    return std::unique_ptr<CoherenceEngine>(
+        new CoherenceEngine(mem, std::move(opts), std::move(uffd).value(), std::move(stop).value(),
+                            std::move(spans), std::move(homes).value()));
+}
+
+CoherenceEngine::CoherenceEngine(GuestMemory& mem, Options opts, Userfaultfd uffd, Fd stop_fd,
+                                 std::vector<Span> spans, HomeMap homes)
+    : mem_(mem),
+      opts_(std::move(opts)),
+      uffd_(std::move(uffd)),
+      stop_fd_(std::move(stop_fd)),
+      spans_(std::move(spans)),
+      num_pages_(homes.num_pages()),
+      zero_page_(kPageSize, 0),
+      core_(opts_.self, std::move(homes)),
+      fault_start_(num_pages_, 0),
+      inv_start_(num_pages_, 0) {
+    actions_.reserve(3 * kMaxNodes);
+}
+
+CoherenceEngine::~CoherenceEngine() {
+    stop();
+}
+
+uint8_t* CoherenceEngine::page_ptr(uint64_t pfn) const {
+    for (const auto& s : spans_)
+        if (pfn >= s.first_pfn && pfn < s.first_pfn + s.pages)
+            return s.base + (pfn - s.first_pfn) * kPageSize;
+    return nullptr;
+}
+
+std::optional<uint64_t> CoherenceEngine::pfn_of(uint64_t addr) const {
+    for (const auto& s : spans_) {
+        uint64_t base = reinterpret_cast<uint64_t>(s.base);
+        if (addr >= base && addr < base + s.pages * kPageSize)
+            return s.first_pfn + (addr - base) / kPageSize;
+    }
+    return std::nullopt;
+}
+
+LocalState CoherenceEngine::local_state(uint64_t pfn) const {
+    std::lock_guard lk(mu_);
+    return core_.local_state(pfn);
+}
+
+std::optional<Error> CoherenceEngine::error() const {
+    std::lock_guard lk(err_mu_);
+    return error_;
+}
+
+void CoherenceEngine::fail(const Error& e) {
+    if (failed_.exchange(true)) return;
+    {
+        std::lock_guard lk(err_mu_);
+        error_ = e;
+    }
+    KV_ERROR("node %u: coherence stopped: %s", opts_.self, e.message.c_str());
+    if (opts_.on_error) opts_.on_error(e);
+}
+
+void CoherenceEngine::on_start(Transport& transport) {
+    std::lock_guard lk(mu_);
+    transport_ = &transport;
+}
+
+Status CoherenceEngine::start(Transport& transport) {
+    {
+        std::lock_guard lk(mu_);
+        transport_ = &transport;
+    }
+    fault_thread_ = std::thread([this] { fault_loop(); });
+    return {};
+}
+
+void CoherenceEngine::stop() {
+    stopping_ = true;
+    if (fault_thread_.joinable()) {
+        uint64_t one = 1;
+        // The eventfd counter cannot overflow from one write; the poll below sees it.
+        (void)!::write(stop_fd_.get(), &one, sizeof one);
+        fault_thread_.join();
+    }
+}
+
+void CoherenceEngine::fault_loop() {
+    uffd_msg msgs[16];
+    pollfd fds[2] = {{uffd_.fd(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+    for (;;) {
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            fail(Error::from_errno("poll userfaultfd"));
+            return;
+        }
+        if (fds[1].revents) return;
+        auto n = uffd_.read_events(msgs, 16);
+        if (!n) {
+            fail(n.error());
+            return;
+        }
+        for (size_t i = 0; i < *n; ++i)
+            if (msgs[i].event == UFFD_EVENT_PAGEFAULT && !failed_) handle_fault(msgs[i]);
+    }
+}
+
+void CoherenceEngine::handle_fault(const uffd_msg& m) {
+    const uint64_t flags = m.arg.pagefault.flags;
+    auto pfn = pfn_of(m.arg.pagefault.address);
+    if (!pfn) {
+        fail(Error{"userfaultfd fault outside guest RAM"});
+        return;
+    }
+    Access access = Access::Read;
+    if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+        access = Access::Write;
+        counters_.write_protect_faults.fetch_add(1, std::memory_order_relaxed);
+    } else if (flags & UFFD_PAGEFAULT_FLAG_WRITE) {
+        access = Access::Write;
+        counters_.write_missing_faults.fetch_add(1, std::memory_order_relaxed);
+    } else {
+        counters_.read_missing_faults.fetch_add(1, std::memory_order_relaxed);
+    }
+    const uint64_t t0 = now_ns();
+    std::lock_guard lk(mu_);
+    actions_.clear();
+    Status st = core_.on_fault(*pfn, access, actions_);
+    if (!st) return fail(st.error());
+    if (core_.pending(*pfn) && fault_start_[*pfn] == 0) fault_start_[*pfn] = t0;
+    st = run_actions(t0);
+    if (!st) fail(st.error());
+}
+
+void CoherenceEngine::on_message(NodeId from, const MsgHeader& h,
+                                 std::span<const uint8_t> payload) {
+    const auto type = static_cast<MsgType>(h.type);
+    if (!CoherenceCore::is_coherence(type)) {
+        if (opts_.next) opts_.next->on_message(from, h, payload);
+        return;
+    }
+    if (failed_) return;
+    if (payload.size() == kPageSize)
+        counters_.pages_received.fetch_add(1, std::memory_order_relaxed);
+    if (type == MsgType::Inv)
+        counters_.invalidations_received.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t t0 = now_ns();
+    std::lock_guard lk(mu_);
+    actions_.clear();
+    Status st = core_.on_message(from, h, payload, actions_);
+    if (!st) return fail(st.error());
+    if (type == MsgType::InvAck && h.arg < num_pages_ && inv_start_[h.arg] != 0) {
+        const DirEntry* e = core_.dir(h.arg);
+        if (e && e->acks_pending == 0) {
+            counters_.record_invalidation_latency(t0 - inv_start_[h.arg]);
+            inv_start_[h.arg] = 0;
+        }
+    }
+    st = run_actions(t0);
+    if (!st) fail(st.error());
+}
+
+void CoherenceEngine::on_peer_lost(NodeId peer, const Error& why) {
+    if (opts_.next) opts_.next->on_peer_lost(peer, why);
+    if (stopping_) return;
+    fail(Error{"node " + std::to_string(peer) + " lost: " + why.message});
+}
+
+Status CoherenceEngine::run_actions(uint64_t t0) {
+    for (const Action& a : actions_) {
+        uint8_t* page = page_ptr(a.pfn);
+        switch (a.op) {
+            case Action::Op::Send: {
+                if (!transport_) return Error{"coherence engine: no transport"};
+                MsgHeader h;
+                h.type = static_cast<uint16_t>(a.type);
+                h.arg = a.pfn;
+                h.request_id = a.flags;
+                std::span<const uint8_t> payload;
+                // LocalPage: present and write-protected (the core's ordering), so this read
+                // neither faults nor races a writer.
+                if (a.payload == Action::Payload::LocalPage) payload = {page, kPageSize};
+                if (a.payload == Action::Payload::Data) payload = a.data;
+                if (!payload.empty()) counters_.pages_sent.fetch_add(1, std::memory_order_relaxed);
+                if (a.type == MsgType::Inv) {
+                    counters_.invalidations_sent.fetch_add(1, std::memory_order_relaxed);
+                    if (inv_start_[a.pfn] == 0) inv_start_[a.pfn] = t0;
+                }
+                Status st = transport_->send(a.to, h, payload);
+                if (!st)
+                    return Error{"send to node " + std::to_string(a.to) + ": " +
+                                 st.error().message};
+                break;
+            }
+            case Action::Op::Install: {
+                // Zeros are installed by UFFDIO_COPY from a zero buffer, not UFFDIO_ZEROPAGE:
+                // the shared zero page carries no uffd-wp bit, so a write to a zero page
+                // installed for S would be resolved by the kernel's CoW without a WP fault
+                // (docs/memory.md; tests/unit/mem_uffd_test.cc checks it).
+                const uint8_t* src = a.zero ? zero_page_.data() : a.data.data();
+                KV_TRY(uffd_.copy(page, src, kPageSize, a.state == LocalState::S));
+                break;
+            }
+            case Action::Op::Protect:
+                KV_TRY(uffd_.writeprotect(page, kPageSize, true));
+                break;
+            case Action::Op::Unprotect:
+                KV_TRY(uffd_.writeprotect(page, kPageSize, false));
+                break;
+            case Action::Op::Invalidate:
+                // KVM's MMU notifier drops the guest mapping too; the next access faults.
+                if (::madvise(page, kPageSize, MADV_DONTNEED) != 0)
+                    return Error::from_errno("madvise(MADV_DONTNEED) on guest RAM");
+                counters_.local_invalidations.fetch_add(1, std::memory_order_relaxed);
+                break;
+            case Action::Op::Wake:
+                KV_TRY(uffd_.wake(page, kPageSize));
+                break;
+        }
+        if ((a.op == Action::Op::Install || a.op == Action::Op::Unprotect ||
+             a.op == Action::Op::Wake) &&
+            fault_start_[a.pfn] != 0 && !core_.pending(a.pfn)) {
+            if (a.op != Action::Op::Wake)
+                counters_.record_fault_latency(now_ns() - fault_start_[a.pfn]);
+            fault_start_[a.pfn] = 0;
+        }
+    }
+    return {};
+}
+
+}  // namespace kv

@@ -1,0 +1,118 @@
+// The coherence engine of one node: guest RAM made coherent across nodes with
+// userfaultfd and the protocol core (coherence_protocol.h).
+//
+// Threads:
+//   - the fault thread (owned here) reads userfaultfd events and feeds them to the core;
+//   - the transport's receive thread calls on_message() with coherence messages;
+//   - any thread (vCPUs, the VMM's own) touches guest memory and may block in a fault.
+// One mutex serialises the core and the execution of its actions, so that the actions of
+// one input (install, protect, read, drop, send) happen in order and before those of the
+// next input. Neither engine thread ever touches guest memory except (a) UFFDIO_COPY into
+// it and (b) reading a page that the core says is present locally and has just been
+// write-protected (Payload::LocalPage): present, so the read cannot fault and wait on the
+// fault thread itself; protected first, so no writer changes it while it is copied.
+//
+// Page numbers: the core's page frame number is the index of a page in the concatenation
+// of the GuestMemory's regions (the same on every node, since every node lays out the same
+// RAM size).
+//
+// Errors (a peer lost, a protocol violation, a failed ioctl) are fatal for the guest:
+// the first one is kept (error()) and reported through the on_error callback; the engine
+// then stops serving faults. Threads blocked in faults stay blocked until the engine is
+// destroyed (closing the userfaultfd wakes them); the owner stops the guest.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "base/fd.h"
+#include "interconnect/transport.h"
+#include "memory/coherence_protocol.h"
+#include "memory/dsm_stats.h"
+#include "memory/guest_memory.h"
+#include "memory/uffd.h"
+
+namespace kv {
+
+class CoherenceEngine : public MessageHandler {
+  public:
+    struct Options {
+        NodeId self = 0;
+        uint32_t num_nodes = 1;
+        // Home ranges in pages; empty: one equal slice per node.
+        std::vector<HomeMap::Range> homes;
+        // Called once, on the thread that met the first fatal error.
+        std::function<void(const Error&)> on_error;
+        // Messages that are not coherence messages go here (may be null: dropped).
+        MessageHandler* next = nullptr;
+    };
+
+    // Registers every region of `mem` with a new userfaultfd. `mem` must outlive the
+    // engine; its pages must not have been touched yet (they start Invalid).
+    static Result<std::unique_ptr<CoherenceEngine>> create(GuestMemory& mem, Options opts);
+    ~CoherenceEngine() override;
+
+    // Starts the fault thread; messages are sent with `transport` (must outlive stop()).
+    Status start(Transport& transport);
+    // Stops the fault thread (idempotent). Call before the transport shuts down.
+    void stop();
+
+    // MessageHandler (the transport's receive thread).
+    void on_start(Transport& transport) override;
+    void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) override;
+    void on_peer_lost(NodeId peer, const Error& why) override;
+
+    DsmStats stats() const { return counters_.snapshot(); }
+    std::optional<Error> error() const;
+    NodeId self() const { return opts_.self; }
+    uint64_t num_pages() const { return num_pages_; }
+    // Host address of page `pfn` and back (nullptr / nullopt outside guest RAM).
+    uint8_t* page_ptr(uint64_t pfn) const;
+    std::optional<uint64_t> pfn_of(uint64_t host_addr) const;
+    // Local state and pending flag of a page (tests and tools; takes the lock).
+    LocalState local_state(uint64_t pfn) const;
+
+  private:
+    struct Span {
+        uint8_t* base;
+        uint64_t first_pfn, pages;
+    };
+
+    CoherenceEngine(GuestMemory& mem, Options opts, Userfaultfd uffd, Fd stop_fd,
+                    std::vector<Span> spans, HomeMap homes);
+    void fault_loop();
+    void handle_fault(const uffd_msg& m);
+    // Runs `actions_` (lock held).
+    Status run_actions(uint64_t now_ns);
+    void fail(const Error& e);
+    static uint64_t now_ns();
+
+    GuestMemory& mem_;
+    Options opts_;
+    Userfaultfd uffd_;
+    Fd stop_fd_;  // eventfd: wakes the fault thread's poll() to stop
+    std::vector<Span> spans_;
+    uint64_t num_pages_ = 0;
+    Transport* transport_ = nullptr;  // under mu_
+    std::thread fault_thread_;
+    std::atomic<bool> failed_{false};
+    std::atomic<bool> stopping_{false};
+    DsmCounters counters_;
+    std::vector<uint8_t> zero_page_;
+
+    mutable std::mutex mu_;
+    CoherenceCore core_;                 // under mu_
+    Actions actions_;                    // under mu_: reused, no allocation per fault
+    std::vector<uint64_t> fault_start_;  // under mu_: per page, ns of the first fault waiting
+    std::vector<uint64_t> inv_start_;    // under mu_: per page, ns of the first Inv sent
+
+    mutable std::mutex err_mu_;   // taken alone or inside mu_, never the other way round
+    std::optional<Error> error_;  // under err_mu_
+};
+
+}  // namespace kv
