@@ -161,10 +161,10 @@ void Vcpu::join() {
 
 void Vcpu::kick() {
     counters_.kicks.fetch_add(1, std::memory_order_relaxed);
-    {
-        std::lock_guard lk(mu_);
-        cv_.notify_all();
-    }
+    // The signal is sent under mu_, and the thread clears thread_ready_ under mu_ before
+    // it ends, so a kick never signals a thread that has exited.
+    std::lock_guard lk(mu_);
+    cv_.notify_all();
     if (thread_ready_.load(std::memory_order_acquire))
         pthread_kill(tid_.load(std::memory_order_acquire), kKickSignal);
 }
@@ -331,8 +331,8 @@ void Vcpu::thread_main() {
     {
         std::lock_guard lk(mu_);
         state_ = VcpuState::Stopped;
+        thread_ready_.store(false, std::memory_order_release);
     }
-    thread_ready_.store(false, std::memory_order_release);
     tl_run = nullptr;
 }
 
