@@ -7,4 +7,5 @@ KV_APT_PACKAGES=(
   busybox-static cpio gzip xz-utils zstd kmod file
   iproute2 spin
   acpica-tools
+  libssl-dev
 )
