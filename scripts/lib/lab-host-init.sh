@@ -9,6 +9,7 @@
 #   KV-HOST-READY                 setup done, the work starts
 #   KV-HOST-ERROR <message>       setup failed
 #   KV-HOST-STATUS=<n>            the work ended with status n
+#   KV-HOST-KMSG <line>           the host kernel's log
 export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
 export HOME=/root
 mount -t proc proc /proc
@@ -27,6 +28,16 @@ fail() {
   poweroff -f
 }
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
+# The host kernel's own messages go to the status channel (prefixed), not the console:
+# the lab shows them when a host fails.
+# /dev/kmsg records are "level,seq,usec,flags;text" (continuation lines start with a
+# space); cat reads whole records, as /dev/kmsg requires.
+cat /dev/kmsg 2>/dev/null | while IFS= read -r rec; do
+  case $rec in
+    " "*) ;;
+    *) echo "KV-HOST-KMSG ${rec#*;}" ;;
+  esac
+done >/dev/ttyS1 &
 
 # The modules in dependency order (there is no modules.dep): see /etc/kv-modules.
 while read -r m; do
