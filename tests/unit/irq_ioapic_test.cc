@@ -1,0 +1,199 @@
+// I/O APIC: registers through IOREGSEL/IOWIN, redirection entries, edge and level pins
+// (Remote IRR, EOI re-delivery), and the messages it routes through a real IpiRouter.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "vcpu/ipi_router.h"
+#include "vmm/devices/ioapic.h"
+
+namespace kv {
+namespace {
+
+class FakeTarget : public InterruptTarget {
+  public:
+    void deliver(const InterruptMessage& m) override { got.push_back(m); }
+    std::vector<InterruptMessage> got;
+};
+
+constexpr uint64_t kRegSel = 0x00, kWin = 0x10;
+constexpr uint32_t kMask = 1u << 16, kLevel = 1u << 15, kRemoteIrr = 1u << 14, kLogical = 1u << 11;
+
+class IoapicTest : public ::testing::Test {
+  protected:
+    static constexpr uint32_t kN = 2;
+    IoapicTest() : router(kN), ioapic(1, router) {
+        for (uint32_t i = 0; i < kN; ++i) router.attach_local(i, &t[i]);
+    }
+    void w32(uint64_t off, uint32_t v) {
+        uint8_t b[4] = {uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24)};
+        ioapic.write(off, std::span<const uint8_t>(b, 4));
+    }
+    uint32_t r32(uint64_t off) {
+        uint8_t b[4] = {};
+        ioapic.read(off, std::span<uint8_t>(b, 4));
+        return uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
+    }
+    uint32_t reg(uint32_t r) {
+        w32(kRegSel, r);
+        return r32(kWin);
+    }
+    void set_reg(uint32_t r, uint32_t v) {
+        w32(kRegSel, r);
+        w32(kWin, v);
+    }
+    void program(uint32_t pin, uint32_t low, uint8_t dest) {
+        set_reg(0x10 + 2 * pin + 1, uint32_t(dest) << 24);
+        set_reg(0x10 + 2 * pin, low);
+    }
+    size_t total() const { return t[0].got.size() + t[1].got.size(); }
+
+    IpiRouter router;
+    Ioapic ioapic;
+    FakeTarget t[kN];
+};
+
+TEST_F(IoapicTest, IdAndVersionRegisters) {
+    EXPECT_EQ(reg(0), 1u << 24);
+    EXPECT_EQ(reg(1), 0x00170011u);  // 24 pins, version 0x11
+    EXPECT_EQ(r32(kRegSel), 1u);     // IOREGSEL reads back
+    set_reg(0, 0x05000000);
+    EXPECT_EQ(reg(0), 0x05000000u);
+    set_reg(1, 0);  // read-only
+    EXPECT_EQ(reg(1), 0x00170011u);
+}
+
+TEST_F(IoapicTest, RedirectionEntriesResetMasked) {
+    for (uint32_t pin = 0; pin < Ioapic::kPins; ++pin) {
+        EXPECT_EQ(reg(0x10 + 2 * pin), kMask) << pin;
+        EXPECT_EQ(reg(0x11 + 2 * pin), 0u) << pin;
+    }
+}
+
+TEST_F(IoapicTest, RedirectionEntryReadsBackWrittenValue) {
+    // Vector 0x31, lowest priority, logical, active low, level, masked; the delivery
+    // status (12) and Remote IRR (14) bits written as 1 are read-only.
+    const uint32_t low =
+        0x31 | (1u << 8) | kLogical | (1u << 12) | (1u << 13) | kRemoteIrr | kLevel | kMask;
+    set_reg(0x10 + 2 * 5, low);
+    set_reg(0x11 + 2 * 5, 0xAB123456);
+    EXPECT_EQ(reg(0x10 + 2 * 5), low & ~((1u << 12) | kRemoteIrr));
+    EXPECT_EQ(reg(0x11 + 2 * 5), 0xAB000000u);
+    EXPECT_EQ(ioapic.redirection(5), (uint64_t(0xAB) << 56) | (low & ~((1u << 12) | kRemoteIrr)));
+    // The other half is untouched by a write to one half.
+    set_reg(0x10 + 2 * 5, 0x42 | kMask);
+    EXPECT_EQ(reg(0x11 + 2 * 5), 0xAB000000u);
+    EXPECT_EQ(reg(0x10 + 2 * 4), kMask);
+}
+
+TEST_F(IoapicTest, MaskedPinDoesNotDeliver) {
+    program(3, 0x33 | kMask, 0);
+    ioapic.set_pin(3, true);
+    ioapic.set_pin(3, false);
+    ioapic.set_pin(3, true);
+    EXPECT_EQ(total(), 0u);
+    program(4, 0x34 | kLevel | kMask, 0);
+    ioapic.set_pin(4, true);
+    EXPECT_EQ(total(), 0u);
+    EXPECT_EQ(ioapic.redirection(4) & kRemoteIrr, 0u);
+}
+
+TEST_F(IoapicTest, EdgePinDeliversOnRisingEdgesOnly) {
+    program(2, 0x30, 1);
+    ioapic.set_pin(2, true);
+    EXPECT_EQ(t[1].got.size(), 1u);
+    ioapic.set_pin(2, true);  // still high: no edge
+    EXPECT_EQ(t[1].got.size(), 1u);
+    ioapic.set_pin(2, false);
+    EXPECT_EQ(t[1].got.size(), 1u);
+    ioapic.set_pin(2, true);
+    EXPECT_EQ(t[1].got.size(), 2u);
+    EXPECT_EQ(t[0].got.size(), 0u);
+    EXPECT_FALSE(t[1].got[0].level_triggered);
+    EXPECT_EQ(ioapic.redirection(2) & kRemoteIrr, 0u);
+    EXPECT_EQ(ioapic.raised(), 2u);
+}
+
+TEST_F(IoapicTest, LevelPinUsesRemoteIrr) {
+    program(9, 0x49 | kLevel, 0);
+    ioapic.set_pin(9, true);
+    ASSERT_EQ(t[0].got.size(), 1u);
+    EXPECT_TRUE(t[0].got[0].level_triggered);
+    EXPECT_NE(ioapic.redirection(9) & kRemoteIrr, 0u);
+    EXPECT_NE(reg(0x10 + 2 * 9) & kRemoteIrr, 0u);
+    // Still asserted, or re-asserted, while Remote IRR is set: nothing new.
+    ioapic.set_pin(9, true);
+    ioapic.set_pin(9, false);
+    ioapic.set_pin(9, true);
+    EXPECT_EQ(t[0].got.size(), 1u);
+    // An EOI of another vector changes nothing.
+    ioapic.eoi(0x48);
+    EXPECT_NE(ioapic.redirection(9) & kRemoteIrr, 0u);
+    EXPECT_EQ(t[0].got.size(), 1u);
+    // EOI while still asserted: Remote IRR cleared and the interrupt raised again.
+    ioapic.eoi(0x49);
+    EXPECT_EQ(t[0].got.size(), 2u);
+    EXPECT_NE(ioapic.redirection(9) & kRemoteIrr, 0u);
+    // De-asserted, then EOI: Remote IRR clears and nothing is delivered.
+    ioapic.set_pin(9, false);
+    ioapic.eoi(0x49);
+    EXPECT_EQ(t[0].got.size(), 2u);
+    EXPECT_EQ(ioapic.redirection(9) & kRemoteIrr, 0u);
+    // The next assertion is delivered.
+    ioapic.set_pin(9, true);
+    EXPECT_EQ(t[0].got.size(), 3u);
+}
+
+TEST_F(IoapicTest, UnmaskingAssertedLevelPinDelivers) {
+    program(11, 0x51 | kLevel | kMask, 1);
+    ioapic.set_pin(11, true);
+    EXPECT_EQ(total(), 0u);
+    set_reg(0x10 + 2 * 11, 0x51 | kLevel);
+    ASSERT_EQ(t[1].got.size(), 1u);
+    EXPECT_EQ(t[1].got[0].vector, 0x51);
+    EXPECT_NE(ioapic.redirection(11) & kRemoteIrr, 0u);
+    // Rewriting the entry while Remote IRR is set does not deliver again.
+    set_reg(0x10 + 2 * 11, 0x51 | kLevel);
+    EXPECT_EQ(t[1].got.size(), 1u);
+}
+
+TEST_F(IoapicTest, UnmaskingDeassertedLevelPinDoesNotDeliver) {
+    program(12, 0x52 | kLevel | kMask, 0);
+    ioapic.set_pin(12, true);
+    ioapic.set_pin(12, false);
+    set_reg(0x10 + 2 * 12, 0x52 | kLevel);
+    EXPECT_EQ(total(), 0u);
+}
+
+TEST_F(IoapicTest, MessageCarriesEntryFields) {
+    for (uint32_t i = 0; i < kN; ++i)
+        router.update_addressing(i, Lapic::Addressing{uint8_t(i), uint8_t(1u << i), true, true});
+    // Logical destination 0x02 (vCPU 1), lowest priority, vector 0x61, edge.
+    program(7, 0x61 | (1u << 8) | kLogical, 0x02);
+    ioapic.set_pin(7, true);
+    ASSERT_EQ(t[1].got.size(), 1u);
+    const auto& m = t[1].got[0];
+    EXPECT_EQ(m.vector, 0x61);
+    EXPECT_EQ(m.mode, DeliveryMode::LowestPriority);
+    EXPECT_TRUE(m.logical);
+    EXPECT_EQ(m.dest, 0x02u);
+    EXPECT_FALSE(m.level_triggered);
+    EXPECT_EQ(m.shorthand, Shorthand::None);
+    EXPECT_EQ(t[0].got.size(), 0u);
+    // Physical destination 0, fixed, NMI mode on another pin.
+    program(8, 0x02 | (4u << 8), 0);
+    ioapic.set_pin(8, true);
+    ASSERT_EQ(t[0].got.size(), 1u);
+    EXPECT_EQ(t[0].got[0].mode, DeliveryMode::Nmi);
+    EXPECT_FALSE(t[0].got[0].logical);
+    EXPECT_EQ(t[0].got[0].dest, 0u);
+}
+
+TEST_F(IoapicTest, PinsOutOfRangeAreIgnored) {
+    ioapic.set_pin(Ioapic::kPins, true);
+    EXPECT_EQ(total(), 0u);
+    EXPECT_EQ(reg(0x10 + 2 * Ioapic::kPins), 0u);
+}
+
+}  // namespace
+}  // namespace kv
