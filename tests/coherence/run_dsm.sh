@@ -12,7 +12,7 @@
 # Scenario sizes can be overridden: DSM_THREADS, DSM_ITERS, DSM_ROUNDS.
 set -u
 mode=$1 n=$2 bin=$3
-threads=${DSM_THREADS:-2} iters=${DSM_ITERS:-2000} rounds=${DSM_ROUNDS:-10000}
+threads=${DSM_THREADS:-2} iters=${DSM_ITERS:-20000} rounds=${DSM_ROUNDS:-10000}
 tag=kv$$
 work=$(mktemp -d /tmp/kv-dsm.XXXXXX)
 pids=()
@@ -103,7 +103,8 @@ kill | garbage)
         sleep 0.1   # polling a log file written by another process: no other signal
     done
     [ "$c" = "$n" ] || fail "nodes did not start"
-    [ "$mode" = kill ] && kill -9 "${pids[$victim]}"
+    # SIGKILL the node process itself (the child of its `timeout` wrapper).
+    [ "$mode" = kill ] && kill -9 $(pgrep -P "${pids[$victim]}")
     start=$(date +%s.%N)
     for ((k = 0; k < n; k++)); do
         [ $k = $victim ] && continue
