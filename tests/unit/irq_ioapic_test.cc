@@ -165,6 +165,24 @@ TEST_F(IoapicTest, UnmaskingDeassertedLevelPinDoesNotDeliver) {
     EXPECT_EQ(total(), 0u);
 }
 
+// Linux clears a stuck Remote IRR on IOAPICs older than version 0x20 (no EOI register;
+// this one reports 0x11) by rewriting the entry as masked edge and then restoring it
+// (__eoi_ioapic_pin). Remote IRR has no meaning for an edge entry, and the restored level
+// entry must be able to deliver again.
+TEST_F(IoapicTest, RewritingAsEdgeClearsRemoteIrr) {
+    program(10, 0x5A | kLevel, 0);
+    ioapic.set_pin(10, true);
+    ASSERT_EQ(t[0].got.size(), 1u);
+    ASSERT_NE(ioapic.redirection(10) & kRemoteIrr, 0u);
+    ioapic.set_pin(10, false);
+    set_reg(0x10 + 2 * 10, 0x5A | kMask);  // masked, edge
+    EXPECT_EQ(ioapic.redirection(10) & kRemoteIrr, 0u);
+    set_reg(0x10 + 2 * 10, 0x5A | kLevel);  // restored
+    EXPECT_EQ(ioapic.redirection(10) & kRemoteIrr, 0u);
+    ioapic.set_pin(10, true);
+    EXPECT_EQ(t[0].got.size(), 2u);
+}
+
 TEST_F(IoapicTest, MessageCarriesEntryFields) {
     for (uint32_t i = 0; i < kN; ++i)
         router.update_addressing(i, Lapic::Addressing{uint8_t(i), uint8_t(1u << i), true, true});

@@ -259,6 +259,28 @@ TEST(Cpuid, SingleCorePackageHasNoHtt) {
     EXPECT_EQ(find(out, 0x80000008)->ecx & 0xF0FF, 0u);
 }
 
+// One package holding every vCPU (as vcpu.cc configures it) at the architectural maximum:
+// 200 vCPUs need 8 core bits, and the 8-bit count in leaf 1 must not spill into the APIC ID.
+TEST(Cpuid, LargePackageCountDoesNotCorruptApicId) {
+    CpuidParams p;
+    p.vcpu_index = 16;
+    p.apic_id = 0x10;
+    p.num_vcpus = 200;
+    p.cores_per_package = 200;
+    p.core_bits = bits_for(200);
+    ASSERT_EQ(p.core_bits, 8u);
+    auto out = filter_cpuid(fake_supported(), p);
+    const auto* l1 = find(out, 1);
+    ASSERT_NE(l1, nullptr);
+    EXPECT_EQ(l1->ebx >> 24, 0x10u);
+    EXPECT_GE((l1->ebx >> 16) & 0xFF, 200u);  // addressable IDs cover the package
+    EXPECT_EQ(l1->ebx & 0xFFFFu, 0x0812u);
+    EXPECT_EQ(find(out, 4, 0)->eax >> 26, 63u);  // 6-bit field: saturated
+    EXPECT_EQ(find(out, 0xB, 1)->ebx, 200u);
+    EXPECT_EQ(find(out, 0xB, 1)->eax, 8u);
+    EXPECT_EQ(find(out, 0xB, 1)->edx, 0x10u);
+}
+
 TEST(Cpuid, NoXsaveOnHostHidesXsaveLeavesAndAvx) {
     CpuidParams p = six_core_params();
     p.host_xsave_mask = 0;
