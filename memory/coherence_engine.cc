@@ -158,7 +158,9 @@ void CoherenceEngine::handle_fault(const uffd_msg& m) {
     actions_.clear();
     Status st = core_.on_fault(*pfn, access, actions_);
     if (!st) return fail(st.error());
-    if (core_.pending(*pfn) && fault_start_[*pfn] == 0) fault_start_[*pfn] = t0;
+    // The first fault on the page starts the clock; coalesced ones share it. The page's
+    // install or unprotect (here for the home's own pages, or on the Grant) stops it.
+    if (fault_start_[*pfn] == 0) fault_start_[*pfn] = t0;
     st = run_actions(t0);
     if (!st) fail(st.error());
 }
