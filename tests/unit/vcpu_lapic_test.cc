@@ -293,6 +293,20 @@ TEST_F(LapicTest, LvtRewriteDoesNotRearmFiredOneShot) {
     EXPECT_FALSE(bit_in(kIrr, 0x41));
 }
 
+// "A fired one-shot stays stopped" (lapic.cc): also when the LVT is then switched to
+// periodic mode; the count stays 0 until the initial count is written again.
+TEST_F(LapicTest, FiredOneShotSwitchedToPeriodicStaysStopped) {
+    enable();
+    start_timer(0, 0xB, 1000);
+    apic.poll_timer(kT0 + 1000);
+    take_and_eoi(0x40);
+    wr(kLvtTimer, 0x40 | kPeriodic, kT0 + 2000);
+    EXPECT_EQ(apic.timer_deadline(), 0u);
+    EXPECT_EQ(apic.poll_timer(kT0 + 5000), 0u);
+    EXPECT_FALSE(bit_in(kIrr, 0x40));
+    EXPECT_EQ(rd(kTimerCur, kT0 + 2500), 0u);
+}
+
 TEST_F(LapicTest, PeriodicReloadsAndCurrentCountWraps) {
     enable();
     start_timer(kPeriodic, 0xB, 100);
