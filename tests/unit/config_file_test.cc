@@ -163,8 +163,8 @@ TEST_F(ConfigFile, CommandLineOnlyKeysRefused) {
 }
 
 TEST_F(ConfigFile, UnknownSection) {
-    EXPECT_EQ(error(kernel_line() + "[node.0]\naddress = 10.0.0.1\n"),
-              at(2) + "unknown section [node.0] (this version knows only [guest])");
+    EXPECT_EQ(error(kernel_line() + "[nodes]\naddress = 10.0.0.1\n"),
+              at(2) + "unknown section [nodes] (known: [guest], [cluster], [node.K])");
 }
 
 TEST_F(ConfigFile, SyntaxErrorWithLine) {

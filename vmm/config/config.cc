@@ -4,8 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <boost/program_options/parsers.hpp>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include "vmm/config/ini_scan.h"
@@ -131,15 +134,81 @@ Result<std::string> read_text_file(const std::string& path) {
     return text;
 }
 
-Result<RawMap> read_config_file(const std::string& path) {
+// One [node.K] section's keys.
+struct NodeRaw {
+    uint32_t id = 0;
+    Origin origin;  // the section line
+    RawMap keys;
+};
+
+// What a config file holds: guest keys (top level and [guest]), and the cluster's.
+struct FileValues {
+    RawMap guest;
+    std::vector<NodeRaw> nodes;  // in file order
+    RawMap cluster;              // [cluster] keys
+    Origin cluster_origin;       // Kind::Default if there is no [cluster] section
+};
+
+constexpr std::string_view kClusterSection = "cluster";
+constexpr std::string_view kNodePrefix = "node.";
+constexpr std::array<std::string_view, 4> kNodeKeys{"address", "port", "vcpus", "memory"};
+constexpr std::array<std::string_view, 3> kClusterKeys{"key-file", "connect-timeout", "transport"};
+
+template <size_t N>
+bool one_of(const std::array<std::string_view, N>& keys, std::string_view key) {
+    return std::find(keys.begin(), keys.end(), key) != keys.end();
+}
+
+template <size_t N>
+std::string listed(const std::array<std::string_view, N>& keys) {
+    std::string out;
+    for (std::string_view k : keys) out += (out.empty() ? "" : ", ") + std::string(k);
+    return out;
+}
+
+// Adds `key` to `map`, refusing a second one.
+Status add_once(RawMap& map, const std::string& key, const std::string& shown, Raw raw) {
+    if (auto it = map.find(key); it != map.end()) {
+        return Error{raw.origin.prefix() + shown + ": given twice (first at line " +
+                     std::to_string(it->second.origin.line) + ")"};
+    }
+    map[key] = std::move(raw);
+    return {};
+}
+
+Result<FileValues> read_config_file(const std::string& path) {
     Result<std::string> text = read_text_file(path);
     if (!text.ok()) return text.error();
     Result<IniScan> scan = scan_ini(*text, path);
     if (!scan.ok()) return scan.error();
+
+    FileValues file;
+    std::map<uint32_t, size_t> node_index;  // id -> file.nodes index
     for (const IniSection& s : scan->sections) {
-        if (s.name != kGuestSection) {
-            return Error{Origin::in_file(path, s.line).prefix() + "unknown section [" + s.name +
-                         "] (this version knows only [guest])"};
+        Origin origin = Origin::in_file(path, s.line);
+        std::string_view name = s.name;
+        if (name == kGuestSection) continue;
+        if (name == kClusterSection) {
+            if (file.cluster_origin.kind == Origin::Kind::File) {
+                return Error{origin.prefix() + "[cluster] given twice (first at line " +
+                             std::to_string(file.cluster_origin.line) + ")"};
+            }
+            file.cluster_origin = origin;
+        } else if (name.starts_with(kNodePrefix)) {
+            std::optional<uint32_t> id = parse_node_number(name.substr(kNodePrefix.size()));
+            if (!id) {
+                return Error{origin.prefix() + "[" + s.name +
+                             "]: node numbers are whole numbers 0 to 254 (as in [node.0])"};
+            }
+            if (auto it = node_index.find(*id); it != node_index.end()) {
+                return Error{origin.prefix() + "[" + s.name + "] given twice (first at line " +
+                             std::to_string(file.nodes[it->second].origin.line) + ")"};
+            }
+            node_index[*id] = file.nodes.size();
+            file.nodes.push_back(NodeRaw{*id, origin, {}});
+        } else {
+            return Error{origin.prefix() + "unknown section [" + s.name +
+                         "] (known: [guest], [cluster], [node.K])"};
         }
     }
 
@@ -155,13 +224,43 @@ Result<RawMap> read_config_file(const std::string& path) {
     if (parsed.options.size() != scan->entries.size())
         return Error{path + ": internal error: config scanner and parser disagree"};
 
-    RawMap values;
     for (size_t i = 0; i < parsed.options.size(); ++i) {
         const po::option& opt = parsed.options[i];
         const IniEntry& entry = scan->entries[i];
         if (opt.string_key != entry.key)
             return Error{path + ": internal error: config scanner and parser disagree"};
         Origin origin = Origin::in_file(path, entry.line);
+        Raw raw{opt.value.empty() ? "" : opt.value.front(), origin};
+        std::string_view full = opt.string_key;
+
+        // [cluster] KEY and [node.K] KEY: the scanner names them "cluster.KEY", "node.K.KEY".
+        if (opt.unregistered && full.starts_with(std::string(kClusterSection) + ".")) {
+            std::string key(full.substr(kClusterSection.size() + 1));
+            if (!one_of(kClusterKeys, key)) {
+                return Error{origin.prefix() + "unknown key \"" + key +
+                             "\" in [cluster] (known: " + listed(kClusterKeys) + ")"};
+            }
+            KV_TRY(add_once(file.cluster, key, key, raw));
+            continue;
+        }
+        if (opt.unregistered && full.starts_with(kNodePrefix)) {
+            std::string_view rest = full.substr(kNodePrefix.size());
+            size_t dot = rest.find('.');
+            std::optional<uint32_t> id =
+                dot == rest.npos ? std::nullopt : parse_node_number(rest.substr(0, dot));
+            if (id && node_index.count(*id)) {
+                NodeRaw& node = file.nodes[node_index[*id]];
+                std::string key(rest.substr(dot + 1));
+                std::string section = "[node." + std::to_string(*id) + "]";
+                if (!one_of(kNodeKeys, key)) {
+                    return Error{origin.prefix() + "unknown key \"" + key + "\" in " + section +
+                                 " (known: " + listed(kNodeKeys) + ")"};
+                }
+                KV_TRY(add_once(node.keys, key, section + " " + key, raw));
+                continue;
+            }
+        }
+
         std::string key = without_guest_section(opt.string_key);
         if (opt.unregistered) {
             const KeyInfo* info = find_key(key);
@@ -170,13 +269,9 @@ Result<RawMap> read_config_file(const std::string& path) {
             return Error{origin.prefix() + "unknown key \"" + key + "\""};
         }
         // A key given twice in one file is refused: which one was meant is a guess.
-        if (auto it = values.find(key); it != values.end()) {
-            return Error{origin.prefix() + key + ": given twice (first at line " +
-                         std::to_string(it->second.origin.line) + ")"};
-        }
-        values[key] = Raw{opt.value.empty() ? "" : opt.value.front(), origin};
+        KV_TRY(add_once(file.guest, key, key, raw));
     }
-    return values;
+    return file;
 }
 
 // A relative path in a config file is relative to the file's folder; on the command line,
@@ -223,21 +318,183 @@ Status apply(VmConfig& cfg, const std::string& key, const Raw& raw) {
         cfg.log_level = *r;
     } else if (key == "config") {
         cfg.config_file = text;
+    } else if (key == "node") {
+        std::optional<uint32_t> id = parse_node_number(text);
+        if (!id) return Error{"node: \"" + text + "\" is not a node number (0 to 254)"};
+        cfg.cluster.self = *id;
+    } else if (key == "local") {
+        cfg.cluster.local = true;
     }
     cfg.origins[key] = raw.origin;
     return {};
 }
 
-Result<VmConfig> build(const RawMap& values) {
+// `e` about a value given at `origin`, in `section` if not empty: "FILE:LINE: [node.1] port: ..."
+Error at(const Origin& origin, const Error& e, std::string_view section = {}) {
+    return Error{origin.prefix() + (section.empty() ? "" : std::string(section) + " ") + e.message};
+}
+
+// The [node.K] and [cluster] sections, and --node/--local, into cfg.cluster. Guest values
+// are already in `cfg`.
+Status build_cluster(VmConfig& cfg, const RawMap& values, const FileValues& file) {
+    Cluster& cl = cfg.cluster;
+    const bool has_node = values.count("node") > 0;
+    if (file.nodes.empty()) {
+        if (file.cluster_origin.kind == Origin::Kind::File) {
+            return Error{file.cluster_origin.prefix() +
+                         "[cluster] without [node.K] sections (a cluster needs its nodes)"};
+        }
+        const char* opt = has_node ? "node" : cl.local ? "local" : nullptr;
+        if (!opt) return {};
+        if (cfg.config_file.empty()) {
+            return Error{std::string(opt) +
+                         ": needs a cluster config (--config FILE with "
+                         "[node.K] sections)"};
+        }
+        return Error{std::string(opt) + ": " + cfg.config_file + " has no [node.K] sections"};
+    }
+
+    // Per-node vcpus and memory replace the guest's.
+    for (const char* key : {"vcpus", "memory"}) {
+        if (auto it = values.find(key); it != values.end()) {
+            std::string in =
+                it->second.origin.kind == Origin::Kind::File ? "" : " of " + cfg.config_file;
+            return Error{it->second.origin.prefix() + key + ": set per node in [node.K] sections" +
+                         in};
+        }
+    }
+
+    // Nodes, in id order.
+    std::vector<const NodeRaw*> raws;
+    for (const NodeRaw& n : file.nodes) raws.push_back(&n);
+    std::sort(raws.begin(), raws.end(),
+              [](const NodeRaw* a, const NodeRaw* b) { return a->id < b->id; });
+    for (size_t i = 0; i < raws.size(); ++i) {
+        if (raws[i]->id != i) {
+            return Error{raws[i]->origin.prefix() + "[node." + std::to_string(raws[i]->id) +
+                         "]: node " + std::to_string(i) +
+                         " is missing (nodes are numbered 0, 1, 2, ... without gaps)"};
+        }
+    }
+    for (const NodeRaw* raw : raws) {
+        NodeSpec node;
+        node.id = raw->id;
+        node.origin = raw->origin;
+        const std::string section = "[node." + std::to_string(raw->id) + "]";
+        for (const char* key : {"address", "port"}) {
+            if (!raw->keys.count(key)) {
+                return Error{raw->origin.prefix() + section + " " + key + ": missing (give " + key +
+                             " = " + (std::string_view(key) == "port" ? "N" : "HOST") +
+                             " in this section)"};
+            }
+        }
+        for (const auto& [key, value] : raw->keys) {
+            if (key == "address") {
+                Status st = check_address("address", value.text);
+                if (!st.ok()) return at(value.origin, st.error(), section);
+                node.address = value.text;
+            } else if (key == "port") {
+                Result<uint16_t> r = parse_port("port", value.text);
+                if (!r.ok()) return at(value.origin, r.error(), section);
+                node.port = *r;
+            } else if (key == "vcpus") {
+                Result<unsigned> r = parse_vcpus(value.text);
+                if (!r.ok()) return at(value.origin, r.error(), section);
+                node.vcpus = *r;
+            } else if (key == "memory") {
+                Result<uint64_t> r = parse_memory(value.text);
+                if (!r.ok()) return at(value.origin, r.error(), section);
+                node.memory = (*r + kNodeMemoryAlign - 1) & ~(kNodeMemoryAlign - 1);
+            }
+            cfg.origins["node." + std::to_string(raw->id) + "." + key] = value.origin;
+        }
+        cl.nodes.push_back(std::move(node));
+    }
+
+    // Totals: the guest's vCPUs and RAM.
+    unsigned vcpus = 0;
+    uint64_t memory = 0;
+    for (const NodeSpec& n : cl.nodes) {
+        vcpus += n.vcpus;
+        memory += n.memory;
+        if (vcpus > kMaxVcpus) {
+            return Error{n.origin.prefix() + "[node." + std::to_string(n.id) +
+                         "] vcpus: the nodes have " + std::to_string(cl.total_vcpus()) +
+                         " vCPUs in all, too many (at most " + std::to_string(kMaxVcpus) + ")"};
+        }
+        if (memory > (uint64_t{1} << 52)) {
+            return Error{n.origin.prefix() + "[node." + std::to_string(n.id) +
+                         "] memory: the nodes have more than 4096T in all"};
+        }
+    }
+    cfg.vcpus = vcpus;
+    cfg.memory = memory;
+
+    // [cluster]
+    for (const auto& [key, value] : file.cluster) {
+        if (key == "key-file") {
+            if (value.text.empty()) return at(value.origin, Error{"key-file: empty path"});
+            cl.key_file = resolve_path(value.text, value.origin);
+        } else if (key == "connect-timeout") {
+            Result<std::chrono::milliseconds> r = parse_duration(key, value.text);
+            if (!r.ok()) return at(value.origin, r.error());
+            cl.connect_timeout = *r;
+        } else if (key == "transport") {
+            Result<std::string> r = parse_transport(value.text);
+            if (!r.ok()) return at(value.origin, r.error());
+            cl.transport = *r;
+        }
+        cfg.origins[key] = value.origin;
+    }
+
+    // This process's role.
+    if (has_node && cl.local) return Error{"local: cannot be combined with --node"};
+    if (!has_node && !cl.local) {
+        return Error{"node: missing (give --node K to run node K of " + cfg.config_file +
+                     ", or --local to run all " + std::to_string(cl.nodes.size()) +
+                     " nodes on this host)"};
+    }
+    if (has_node && cl.self >= cl.nodes.size()) {
+        return Error{"node: " + std::to_string(cl.self) + " is out of range (" + cfg.config_file +
+                     " has nodes 0 to " + std::to_string(cl.nodes.size() - 1) + ")"};
+    }
+    // Under --local every node listens on 127.0.0.1 at its own port.
+    if (cl.local) {
+        for (NodeSpec& n : cl.nodes) n.address = "127.0.0.1";
+    }
+    for (size_t i = 0; i < cl.nodes.size(); ++i) {
+        for (size_t j = 0; j < i; ++j) {
+            const NodeSpec& a = cl.nodes[j];
+            const NodeSpec& b = cl.nodes[i];
+            if (a.address != b.address || a.port != b.port) continue;
+            const Origin& where = cfg.origin("node." + std::to_string(b.id) + ".port");
+            return Error{where.prefix() + "[node." + std::to_string(b.id) + "] port: " + b.address +
+                         " port " + std::to_string(b.port) + " is node " + std::to_string(a.id) +
+                         "'s too" +
+                         (cl.local ? " (--local runs every node on 127.0.0.1: give each node "
+                                     "its own port)"
+                                   : "")};
+        }
+    }
+    if (cl.key_file.empty()) {
+        return Error{
+            "key-file: missing (a cluster needs [cluster] key-file = PATH; make a key "
+            "with: head -c 32 /dev/urandom > PATH; chmod 600 PATH)"};
+    }
+    return {};
+}
+
+Result<VmConfig> build(const RawMap& values, const FileValues& file) {
     VmConfig cfg;
-    // Values first, in --help order, then the required key, then the files: a typo in
-    // --memory is reported even when --kernel is missing too.
+    // Values first, in --help order, then the cluster's, then the required key, then the
+    // files: a typo in --memory is reported even when --kernel is missing too.
     for (const KeyInfo& info : all_keys()) {
         auto it = values.find(info.name);
         if (it == values.end()) continue;
         Status s = apply(cfg, it->first, it->second);
         if (!s.ok()) return Error{it->second.origin.prefix() + s.error().message};
     }
+    KV_TRY(build_cluster(cfg, values, file));
     if (cfg.kernel.empty())
         return Error{"kernel: missing (give --kernel PATH, or kernel = PATH in the config file)"};
     for (auto [key, path] : {std::pair{"kernel", &cfg.kernel}, std::pair{"initrd", &cfg.initrd}}) {
@@ -245,10 +502,49 @@ Result<VmConfig> build(const RawMap& values) {
         Status s = check_input_file(key, *path);
         if (!s.ok()) return Error{cfg.where(key) + s.error().message};
     }
+    if (cfg.cluster.enabled()) {
+        Result<std::vector<uint8_t>> key = load_key_file(cfg.cluster.key_file);
+        if (!key.ok()) return Error{cfg.where("key-file") + key.error().message};
+        cfg.cluster.key = std::move(*key);
+    }
     return cfg;
 }
 
 }  // namespace
+
+unsigned Cluster::total_vcpus() const {
+    unsigned n = 0;
+    for (const NodeSpec& node : nodes) n += node.vcpus;
+    return n;
+}
+
+uint64_t Cluster::total_memory() const {
+    uint64_t n = 0;
+    for (const NodeSpec& node : nodes) n += node.memory;
+    return n;
+}
+
+uint32_t Cluster::vcpu_node(unsigned i) const {
+    for (const NodeSpec& node : nodes) {
+        if (i < node.vcpus) return node.id;
+        i -= node.vcpus;
+    }
+    return nodes.empty() ? 0 : nodes.back().id;  // out of range: the precondition is broken
+}
+
+VcpuRange Cluster::node_vcpus(uint32_t k) const {
+    VcpuRange r;
+    for (uint32_t i = 0; i < k; ++i) r.first += nodes.at(i).vcpus;
+    r.count = nodes.at(k).vcpus;
+    return r;
+}
+
+RamRange Cluster::node_memory_range(uint32_t k) const {
+    RamRange r;
+    for (uint32_t i = 0; i < k; ++i) r.offset += nodes.at(i).memory;
+    r.size = nodes.at(k).memory;
+    return r;
+}
 
 const Origin& VmConfig::origin(std::string_view key) const {
     static const Origin kDefault;
@@ -266,16 +562,17 @@ Result<ParseOutcome> parse_command_line(int argc, const char* const* argv) {
     if (cl->help) return ParseOutcome{ParseOutcome::Action::Print, {}, help_text()};
     if (cl->version) return ParseOutcome{ParseOutcome::Action::Print, {}, version_text()};
 
-    RawMap values;
+    FileValues file;
     if (auto it = cl->values.find("config"); it != cl->values.end()) {
         if (it->second.text.empty()) return Error{"config: empty path"};
-        Result<RawMap> file = read_config_file(it->second.text);
-        if (!file.ok()) return file.error();
-        values = std::move(*file);
+        Result<FileValues> read = read_config_file(it->second.text);
+        if (!read.ok()) return read.error();
+        file = std::move(*read);
     }
+    RawMap values = file.guest;
     for (auto& [key, raw] : cl->values) values[key] = raw;  // the command line wins
 
-    Result<VmConfig> cfg = build(values);
+    Result<VmConfig> cfg = build(values, file);
     if (!cfg.ok()) return cfg.error();
     return ParseOutcome{ParseOutcome::Action::Run, std::move(*cfg), {}};
 }

@@ -6,16 +6,19 @@
 // line that names the key ("memory: ...", "unknown option --foo"), prefixed "FILE:LINE: " when
 // the value came from a config file. main.cc prints "vmm-launch: <message>" and exits 2.
 //
-// Only one guest on one node for now. The cluster milestone adds [node.K] sections and the
-// --node/--local options; the guest keys accepted at the top level of the file are also
-// accepted in a [guest] section, which is where a cluster file will keep them.
+// A file without [node.K] sections describes a guest on one node (VmConfig::cluster is
+// empty). With them it describes one guest spread over several nodes: VmConfig::cluster
+// holds the nodes, the cluster key and this process's role (--node K or --local); see
+// vmm/config/cluster.h for the config digest and the transport options built from it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/log.h"
 #include "base/result.h"
@@ -27,6 +30,11 @@ inline constexpr uint64_t kMiB = uint64_t{1} << 20;
 inline constexpr uint64_t kMinMemory = 64 * kMiB;
 inline constexpr uint64_t kMemoryAlign = 4096;  // guest RAM is rounded up to this
 inline constexpr unsigned kMaxVcpus = 255;      // xAPIC: 8-bit APIC IDs, 0xFF is broadcast
+
+inline constexpr uint64_t kNodeMemoryAlign = 2 * kMiB;  // a node's RAM slice is rounded up to this
+inline constexpr std::chrono::milliseconds kDefaultConnectTimeout{30000};
+inline constexpr size_t kMinKeyBytes = 16;
+inline constexpr size_t kMaxKeyBytes = 4096;
 
 enum class ConsoleKind {
     Stdio,  // the UART is wired to vmm-launch's stdin/stdout (raw mode on a terminal)
@@ -45,10 +53,54 @@ enum class OnReboot {
     Exit,     // end vmm-launch with status 0
 };
 
+// One [node.K] section.
+struct NodeSpec {
+    uint32_t id = 0;               // K; nodes are numbered 0..N-1, node 0 is the I/O node
+    std::string address;           // IPv4/IPv6 literal or host name (127.0.0.1 under --local)
+    uint16_t port = 0;             // 1..65535
+    unsigned vcpus = 1;            // 1..255
+    uint64_t memory = 512 * kMiB;  // >= kMinMemory, rounded up to kNodeMemoryAlign
+    Origin origin;                 // the [node.K] line
+};
+
+// A contiguous range of the guest's RAM, as an offset into the RAM in guest order (node 0's
+// slice first, then node 1's, ...), not a guest-physical address: the boot layout maps RAM
+// offsets to addresses around the 3-4 GiB hole.
+struct RamRange {
+    uint64_t offset = 0;
+    uint64_t size = 0;
+};
+struct VcpuRange {
+    unsigned first = 0;
+    unsigned count = 0;
+};
+
+struct Cluster {
+    std::vector<NodeSpec> nodes;  // by id; empty: a single-node guest (no cluster)
+    uint32_t self = 0;            // --node K; 0 under --local (the runtime sets each child's)
+    bool local = false;           // --local: run every node as a process on this host
+    std::string key_file;         // [cluster] key-file, resolved like other paths
+    std::vector<uint8_t> key;     // its contents: the cluster key (kMinKeyBytes or more)
+    std::chrono::milliseconds connect_timeout = kDefaultConnectTimeout;
+    std::string transport = "tcp";
+
+    bool enabled() const { return !nodes.empty(); }
+    unsigned total_vcpus() const;
+    uint64_t total_memory() const;
+    // The node that runs vCPU i: node 0 gets vCPUs 0..v0-1, node 1 the next v1, ...
+    // Precondition: i < total_vcpus().
+    uint32_t vcpu_node(unsigned i) const;
+    // Node k's vCPUs and RAM slice. Precondition: k < nodes.size().
+    VcpuRange node_vcpus(uint32_t k) const;
+    RamRange node_memory_range(uint32_t k) const;
+    const NodeSpec& self_node() const { return nodes.at(self); }
+};
+
 struct VmConfig {
     std::string kernel;  // bzImage; exists, regular, readable
     std::string initrd;  // empty: no initrd; else exists, regular, readable
     std::string cmdline = "console=ttyS0";
+    // With a cluster, memory and vcpus are the totals over the nodes.
     uint64_t memory = 512 * kMiB;  // bytes, >= kMinMemory, multiple of kMemoryAlign
     unsigned vcpus = 1;            // 1..kMaxVcpus (the runtime also checks KVM's limit)
     Console console;
@@ -56,9 +108,10 @@ struct VmConfig {
     bool stats = false;  // print counters at exit
     LogLevel log_level = LogLevel::Warn;
     std::string config_file;  // --config as given; empty if none
+    Cluster cluster;          // empty unless the file has [node.K] sections
 
-    // Where each key's value came from, by key name ("memory"). Keys left at their default
-    // are absent.
+    // Where each key's value came from, by key name ("memory"; a node's keys as
+    // "node.1.port", the cluster's as "key-file"). Keys left at their default are absent.
     std::map<std::string, Origin, std::less<>> origins;
 
     // origin(key).prefix(): "FILE:LINE: " if `key` was set in the config file, else "".

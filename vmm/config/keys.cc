@@ -10,7 +10,7 @@ namespace {
 constexpr std::string_view kVersion = "0.1.0";
 
 // clang-format off
-constexpr std::array<KeyInfo, 12> kKeys{{
+constexpr std::array<KeyInfo, 14> kKeys{{
     {"kernel", "PATH", "",
      "Linux bzImage to boot (64-bit boot protocol). Required.", true, false},
     {"initrd", "PATH", "none",
@@ -37,6 +37,12 @@ constexpr std::array<KeyInfo, 12> kKeys{{
     {"config", "FILE", "none",
      "INI file with any of these keys as \"key = value\", at the top level or in a [guest] "
      "section. Command-line options override it. Command line only.", false, false},
+    {"node", "K", "",
+     "Run as node K of the cluster the config file describes in [node.K] sections. Required "
+     "with such a file, unless --local. Command line only.", false, false},
+    {"local", "", "",
+     "Run every node of the config file's cluster as a process on this host, over "
+     "127.0.0.1 (each node keeps its port). Command line only.", false, false},
     {"help", "", "",
      "Print this help and exit.", false, false},
     {"version", "", "",
@@ -119,7 +125,9 @@ std::string help_text() {
     wrap(out,
          "Boots a Linux guest on KVM. Every option except --config, --help and --version can "
          "also be set in the config file as \"key = value\"; the command line overrides the "
-         "file. Options take their value as --key VALUE or --key=VALUE.",
+         "file. Options take their value as --key VALUE or --key=VALUE. A config file with "
+         "[node.K] sections describes a guest spread over several hosts: each host runs "
+         "--config FILE --node K, or one host runs them all with --local.",
          0, 80);
     out += "\nOptions:\n";
     for (const KeyInfo& k : kKeys) {

@@ -1,10 +1,12 @@
 #include "vmm/config/values.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdio>
 
 #include "base/units.h"
 
@@ -85,6 +87,120 @@ Result<bool> parse_switch(std::string_view key, std::string_view text) {
     if (text == "yes" || text == "true" || text == "on" || text == "1") return true;
     if (text == "no" || text == "false" || text == "off" || text == "0") return false;
     return bad(key, quoted(text) + " is not yes or no");
+}
+
+Result<uint16_t> parse_port(std::string_view key, std::string_view text) {
+    unsigned long n = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (!all_digits(text) || ec != std::errc{} || n < 1 || n > 65535)
+        return bad(key, quoted(text) + " is not a port number (1 to 65535)");
+    return static_cast<uint16_t>(n);
+}
+
+Status check_address(std::string_view key, std::string_view text) {
+    std::string s(text);
+    in_addr a4{};
+    in6_addr a6{};
+    if (::inet_pton(AF_INET, s.c_str(), &a4) == 1 || ::inet_pton(AF_INET6, s.c_str(), &a6) == 1)
+        return {};
+    // A host name (RFC 1123): labels of letters, digits and '-', not starting or ending
+    // with '-', 1 to 63 characters, 253 in all. All-digit names would be mistyped IPv4.
+    bool ok = !s.empty() && s.size() <= 253 && s.find_first_not_of("0123456789.") != s.npos;
+    size_t label = 0;
+    char prev = '.';
+    for (char c : s) {
+        if (!ok) break;
+        const bool alnum =
+            (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (c == '.') {
+            ok = label > 0 && prev != '-';
+            label = 0;
+        } else if (alnum || c == '-') {
+            ok = !(c == '-' && label == 0) && ++label <= 63;
+        } else {
+            ok = false;
+        }
+        prev = c;
+    }
+    ok = ok && prev != '-' && prev != '.';
+    if (!ok) return bad(key, quoted(text) + " is not an IPv4 or IPv6 address or a host name");
+    return {};
+}
+
+Result<std::chrono::milliseconds> parse_duration(std::string_view key, std::string_view text) {
+    size_t digits = 0;
+    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+    std::string_view unit = text.substr(digits);
+    uint64_t scale = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : 0;
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + digits, n);
+    if (digits == 0 || scale == 0 || ec != std::errc{}) {
+        std::string hint = digits == text.size() && digits > 0 ? " (a unit is required)" : "";
+        return bad(key, quoted(text) + " is not a duration (use e.g. 30s, 500ms or 2m)" + hint);
+    }
+    if (n == 0) return bad(key, std::string(text) + " is too short (at least 1ms)");
+    if (n > 3600000 / scale) return bad(key, std::string(text) + " is too long (at most 60m)");
+    return std::chrono::milliseconds(n * scale);
+}
+
+Result<std::string> parse_transport(std::string_view text) {
+    if (text == "tcp") return std::string(text);
+    return bad("transport", quoted(text) + " is not one of tcp");
+}
+
+std::optional<uint32_t> parse_node_number(std::string_view text) {
+    if (!all_digits(text) || (text.size() > 1 && text.front() == '0') || text.size() > 3)
+        return std::nullopt;
+    unsigned n = 0;
+    std::from_chars(text.data(), text.data() + text.size(), n);
+    if (n >= kMaxVcpus) return std::nullopt;
+    return n;
+}
+
+Result<std::vector<uint8_t>> load_key_file(const std::string& path) {
+    const std::string key = "key-file";
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return Error::from_errno(key + ": " + path);
+    std::vector<uint8_t> bytes;
+    Status status;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+        status = Error::from_errno(key + ": " + path);
+    } else if (!S_ISREG(st.st_mode)) {
+        status = bad(key, path + ": not a regular file");
+    } else if ((st.st_mode & 077) != 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        const char* what = (st.st_mode & 044)   ? "readable"
+                           : (st.st_mode & 022) ? "writable"
+                                                : "usable";
+        status = bad(key, path + " is " + what + " by others (mode " + mode + "; chmod 600 it)");
+    } else if (static_cast<uint64_t>(st.st_size) > kMaxKeyBytes) {
+        status = bad(key, path + " is larger than " + std::to_string(kMaxKeyBytes) + " bytes");
+    } else {
+        bytes.resize(static_cast<size_t>(st.st_size));
+        size_t done = 0;
+        while (done < bytes.size()) {
+            ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+                status = Error::from_errno(key + ": " + path);
+                break;
+            }
+            if (n == 0) break;
+            done += static_cast<size_t>(n);
+        }
+        bytes.resize(done);
+        if (status.ok() && bytes.size() < kMinKeyBytes) {
+            status = bad(key, path + " holds " + std::to_string(bytes.size()) +
+                                  " bytes, too short for a key (at least " +
+                                  std::to_string(kMinKeyBytes) +
+                                  "; make one with: head -c 32 /dev/urandom > " + path + ")");
+        }
+    }
+    ::close(fd);
+    if (!status.ok()) return status.error();
+    return bytes;
 }
 
 Status check_input_file(std::string_view key, const std::string& path) {
