@@ -41,3 +41,23 @@ truncate -s 48M big-initrd.img
 printf '# a config with a typo on line 3\nkernel = fake-bzImage\nmemroy = 1G\n' >unknown-key.conf
 printf 'kernel = fake-bzImage\nmemory 1G\n' >syntax-error.conf
 printf '# line 1\n\nkernel = fake-bzImage\nmemory = 12X\n' >bad-memory.conf
+
+# Cluster configs (two nodes on 127.0.0.1) and key files; key-file paths are relative to
+# the config's folder.
+head -c 32 /dev/urandom >cluster.key
+chmod 600 cluster.key
+head -c 32 /dev/urandom >open.key
+chmod 644 open.key
+head -c 8 /dev/urandom >short.key
+chmod 600 short.key
+cluster() { # KEYFILE [EXTRA-TOP-LEVEL-LINE]
+    printf '%s\nkernel = fake-bzImage\n[cluster]\nkey-file = %s\n' "${2:-# cluster}" "$1"
+    printf '[node.0]\naddress = 127.0.0.1\nport = 7700\nvcpus = 1\nmemory = 128M\n'
+    printf '[node.1]\naddress = 127.0.0.1\nport = 7701\nvcpus = 1\nmemory = 128M\n'
+}
+cluster cluster.key >cluster.conf
+cluster open.key >cluster-open-key.conf
+cluster short.key >cluster-short-key.conf
+cluster cluster.key "vcpus = 2" >cluster-top-vcpus.conf
+printf 'kernel = fake-bzImage\n[cluster]\nkey-file = cluster.key\n[node.0]\naddress = a\nport = 1\n[node.2]\naddress = b\nport = 1\n' >cluster-gap.conf
+printf 'kernel = fake-bzImage\n[cluster]\nkey-file = cluster.key\n[node.0]\naddress = a\nvcpus = 1\n' >cluster-no-port.conf
