@@ -66,7 +66,7 @@ std::vector<kvm_cpuid_entry2> filter_cpuid(const std::vector<kvm_cpuid_entry2>& 
     const uint64_t xcr0_ok = allowed_xcr0(supported, p.host_xsave_mask);
     const bool xsave_ok = p.host_xsave_mask != 0;
     const bool avx_ok = xsave_ok && (xcr0_ok & (1u << 2));
-    const bool avx512_ok = (xcr0_ok & 0xE0) == 0xE0;
+    const bool avx512_ok = avx_ok && (xcr0_ok & 0xE0) == 0xE0;
     std::vector<kvm_cpuid_entry2> out;
     out.reserve(supported.size() + 1);
     bool have_leaf6 = false;
@@ -77,13 +77,14 @@ std::vector<kvm_cpuid_entry2> filter_cpuid(const std::vector<kvm_cpuid_entry2>& 
                 e.ecx |= kLeaf1EcxHypervisor;
                 e.edx |= kLeaf1EdxApic;
                 if (!avx_ok) e.ecx &= ~((1u << 28) | (1u << 12) | (1u << 29));  // AVX FMA F16C
-                if (!xsave_ok) e.ecx &= ~((1u << 26) | (1u << 27));  // XSAVE, OSXSAVE
+                if (!xsave_ok) e.ecx &= ~((1u << 26) | (1u << 27));             // XSAVE, OSXSAVE
                 // Logical processors per package, and our APIC ID.
                 if (p.cores_per_package > 1)
                     e.edx |= kLeaf1EdxHtt;
                 else
                     e.edx &= ~kLeaf1EdxHtt;
-                e.ebx = (e.ebx & 0x0000FFFFu) | ((1u << p.core_bits) << 16) | (p.apic_id << 24);
+                e.ebx = (e.ebx & 0x0000FFFFu) | (std::min(1u << p.core_bits, 255u) << 16) |
+                        (p.apic_id << 24);
                 break;
             case 4:
                 // Deterministic cache parameters: single-thread cores, cores per package.

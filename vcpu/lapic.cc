@@ -66,7 +66,7 @@ uint64_t Lapic::period_ns_locked(uint32_t count) const {
 }
 
 uint32_t Lapic::current_count_locked(uint64_t now_ns) const {
-    if (timer_initial_ == 0 || timer_start_ns_ == 0) return 0;
+    if (timer_initial_ == 0 || timer_deadline_ns_ == 0) return 0;
     uint64_t per_count = period_ns_locked(1);
     uint64_t elapsed = (now_ns - timer_start_ns_) / per_count;
     bool periodic = ((lvt_[kLvtTimer] >> 17) & 3) == 1;
@@ -156,7 +156,7 @@ void Lapic::write(uint32_t off, uint32_t v, uint64_t now_ns) {
             return;
         case 0xF0: {
             bool was = svr_ & kSvrEnable;
-            svr_ = v & 0x13FF;
+            svr_ = v & 0x03FF;  // no EOI-broadcast suppression (not in the version register)
             if (!(svr_ & kSvrEnable))
                 for (auto& l : lvt_) l |= kMasked;
             lk.unlock();

@@ -71,6 +71,9 @@ void Ioapic::write_reg_locked(uint32_t reg, uint32_t v) {
     uint64_t nv =
         (reg & 1) ? (e & 0xFFFFFFFFull) | (uint64_t(v) << 32) : (e & 0xFFFFFFFF'00000000ull) | v;
     redir_[pin] = (nv & kWritable) | (e & kRemoteIrr);
+    // Rewriting a pin as edge clears Remote IRR: Linux relies on this to unstick a level
+    // pin on IOAPICs without an EOI register (version < 0x20, like this one).
+    if (!(redir_[pin] & kLevel)) redir_[pin] &= ~kRemoteIrr;
     // Unmasking a level pin that is still asserted delivers it now.
     if ((redir_[pin] & kLevel) && !(redir_[pin] & kMask) && level_[pin] &&
         !(redir_[pin] & kRemoteIrr))

@@ -132,28 +132,33 @@ void Pic8259::update_locked(bool& changed, bool& level) {
 }
 
 void Pic8259::read(uint64_t off, std::span<uint8_t> data) {
-    std::lock_guard lk(mu_);
-    uint8_t v = 0xFF;
-    if (off == 0x4B0)
-        v = master_.elcr;
-    else if (off == 0x4B1)
-        v = slave_.elcr;
-    else if (off <= 1 || (off >= 0x80 && off <= 0x81)) {
-        Chip& c = chip_for(off);
-        if (c.poll) {
-            c.poll = false;
-            int p = c.pending();
-            v = p < 0 ? 0 : uint8_t(0x80 | p);
-            if (p >= 0) {
-                c.irr &= uint8_t(~(1 << p));
-                c.isr |= uint8_t(1 << p);
+    bool changed = false, level = false;
+    {
+        std::lock_guard lk(mu_);
+        uint8_t v = 0xFF;
+        if (off == 0x4B0)
+            v = master_.elcr;
+        else if (off == 0x4B1)
+            v = slave_.elcr;
+        else if (off <= 1 || (off >= 0x80 && off <= 0x81)) {
+            Chip& c = chip_for(off);
+            if (c.poll) {
+                c.poll = false;
+                int p = c.pending();
+                v = p < 0 ? 0 : uint8_t(0x80 | p);
+                if (p >= 0) {
+                    c.irr &= uint8_t(~(1 << p));
+                    c.isr |= uint8_t(1 << p);
+                }
+            } else {
+                v = c.read(int(off & 1));
             }
-        } else {
-            v = c.read(int(off & 1));
         }
+        store_le(data, v);
+        for (size_t i = 1; i < data.size(); ++i) data[i] = 0xFF;
+        update_locked(changed, level);  // a poll read acknowledges like INTA
     }
-    store_le(data, v);
-    for (size_t i = 1; i < data.size(); ++i) data[i] = 0xFF;
+    if (changed && output_cb_) output_cb_(level);
 }
 
 void Pic8259::write(uint64_t off, std::span<const uint8_t> data) {
