@@ -1,6 +1,7 @@
 #include "memory/coherence_protocol.h"
 
 #include <cassert>
+#include <cstdio>
 
 #include "memory/guest_memory.h"
 
