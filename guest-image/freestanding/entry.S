@@ -23,6 +23,17 @@ kvt_entry:
     hlt
     jmp 1b
 
+/* Multi-node entry (protocol.h, KVT_DSM_ENTRY_GPA): every vCPU is entered here by its
+ * node's VMM in long mode, RDI = vCPU index (kvt_dsm_main's argument), RSP = its stack. */
+    .org KVT_DSM_ENTRY_GPA - KVT_IMAGE_GPA
+    .globl kvt_dsm_entry
+kvt_dsm_entry:
+    xor %ebp, %ebp
+    call kvt_dsm_main
+1:  cli
+    hlt
+    jmp 1b
+
     .text
 /* Reloads CS and the data segments after the guest's own GDT was loaded. */
     .globl kvt_reload_segments

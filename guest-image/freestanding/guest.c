@@ -359,3 +359,185 @@ void __attribute__((noreturn, used)) kvt_ap_main(void) {
     __atomic_add_fetch(&RESULTS->ap_ready, 1, __ATOMIC_SEQ_CST);
     for (;;) sti_hlt();
 }
+
+/* ---- Multi-node runs (protocol.h, "Multi-node runs"; docs/testing-dsm-kvm.md) ---- */
+
+#define DSM ((volatile const struct kvt_dsm_params*)KVT_DSM_PARAMS_GPA)
+
+/* Set by vCPU 0 once the GDT and IDT are built; the others load them only then. */
+static volatile uint32_t dsm_tables_ready;
+
+struct dsm_cpu {
+    uint32_t index, node, local, total;
+    uint64_t barrier_gen;
+    uint32_t mismatches; /* of the current phase */
+    uint32_t failed;     /* any phase */
+};
+
+static volatile uint64_t* dsm_word(uint32_t home, uint32_t j) {
+    return (volatile uint64_t*)(uintptr_t)(DSM->slice_end[home] - (uint64_t)(j + 1) * 4096);
+}
+
+/* Spins until *p >= want; 0 past DSM->wait_us. After a few pauses each spin is a port
+ * exit on which the VMM lets other host threads run: a node's fault and receive threads
+ * (which bring the awaited page) may need this host core. */
+static int dsm_wait_ge(volatile uint64_t* p, uint64_t want, uint64_t* seen) {
+    uint32_t start = clock_us();
+    uint64_t v;
+    for (uint32_t spins = 0; (v = __atomic_load_n(p, __ATOMIC_ACQUIRE)) < want; ++spins) {
+        if (spins < 64)
+            cpu_relax();
+        else
+            outl(KVT_PORT_YIELD, spins);
+        if ((spins & 255) == 255 && clock_us() - start > DSM->wait_us) return 0;
+    }
+    if (seen) *seen = v;
+    return 1;
+}
+
+static void dsm_wait_or_fail(volatile uint64_t* p, uint64_t want, uint64_t* seen) {
+    if (!dsm_wait_ge(p, want, seen)) finish(KVT_EXIT_DSM_TIMEOUT);
+}
+
+static void dsm_barrier(struct dsm_cpu* c) {
+    volatile uint64_t* b = dsm_word(0, KVT_DSM_WORD_BARRIER);
+    c->barrier_gen++;
+    __atomic_add_fetch(b, 1, __ATOMIC_SEQ_CST);
+    dsm_wait_or_fail(b, c->barrier_gen * c->total, 0);
+}
+
+static void dsm_check(struct dsm_cpu* c, int ok) {
+    if (!ok) c->mismatches++;
+}
+
+static void dsm_begin(struct dsm_cpu* c, uint32_t phase) {
+    dsm_barrier(c);
+    mark(KVT_DSM_MARK_BEGIN(phase));
+    c->mismatches = 0;
+}
+
+static void dsm_end(struct dsm_cpu* c, uint32_t phase) {
+    dsm_barrier(c);
+    outl(KVT_PORT_DSM_MISMATCHES, c->mismatches);
+    if (c->mismatches) c->failed = 1;
+    mark(KVT_DSM_MARK_END(phase));
+}
+
+static void dsm_counter(struct dsm_cpu* c) {
+    volatile uint64_t* counter = dsm_word(DSM->nodes - 1, KVT_DSM_WORD_COUNTER);
+    dsm_begin(c, KVT_DSM_PHASE_COUNTER);
+    uint32_t iters = DSM->iters;
+    for (uint32_t i = 0; i < iters; ++i) __atomic_fetch_add(counter, 1, __ATOMIC_SEQ_CST);
+    dsm_barrier(c);
+    dsm_check(c, __atomic_load_n(counter, __ATOMIC_SEQ_CST) == (uint64_t)iters * c->total);
+    dsm_end(c, KVT_DSM_PHASE_COUNTER);
+}
+
+/* vCPU 0 writes data (home node 1) then the flag (home node 0) with the round number;
+ * every vCPU of another node waits for the flag, checks the data and acknowledges on its
+ * own word; vCPU 0 waits for every acknowledgement before the next round. */
+static void dsm_mp(struct dsm_cpu* c) {
+    uint32_t nodes = DSM->nodes, per_node = DSM->per_node, rounds = DSM->rounds;
+    volatile uint64_t* data = dsm_word(1 % nodes, KVT_DSM_WORD_MP);
+    volatile uint64_t* flag = dsm_word(0, KVT_DSM_WORD_MP);
+    dsm_begin(c, KVT_DSM_PHASE_MP);
+    if (c->index == 0) {
+        for (uint64_t r = 1; r <= rounds; ++r) {
+            __atomic_store_n(data, r, __ATOMIC_RELAXED);
+            __atomic_store_n(flag, r, __ATOMIC_RELEASE);
+            for (uint32_t v = per_node; v < c->total; ++v)
+                dsm_wait_or_fail(dsm_word(v / per_node, KVT_DSM_WORD_MP_ACK + v % per_node), r, 0);
+        }
+    } else if (c->node != 0) {
+        volatile uint64_t* ack = dsm_word(c->node, KVT_DSM_WORD_MP_ACK + c->local);
+        for (uint64_t r = 1; r <= rounds; ++r) {
+            uint64_t f = 0;
+            dsm_wait_or_fail(flag, r, &f);
+            uint64_t d = __atomic_load_n(data, __ATOMIC_RELAXED);
+            dsm_check(c, f == r && d == r);
+            __atomic_store_n(ack, r, __ATOMIC_RELEASE);
+        }
+    }
+    dsm_end(c, KVT_DSM_PHASE_MP);
+}
+
+/* vCPU 0 (node 0) and vCPU per_node (node 1) take turns incrementing one word: each sees
+ * exactly the value the other wrote. */
+static void dsm_pingpong(struct dsm_cpu* c) {
+    uint32_t rounds = DSM->rounds;
+    volatile uint64_t* v = dsm_word(DSM->nodes - 1, KVT_DSM_WORD_PINGPONG);
+    dsm_begin(c, KVT_DSM_PHASE_PINGPONG);
+    if (c->index == 0 || c->index == DSM->per_node) {
+        uint64_t role = c->index == 0 ? 0 : 1;
+        for (uint64_t r = 0; r < rounds; ++r) {
+            uint64_t mine = 2 * r + role, seen = 0;
+            dsm_wait_or_fail(v, mine, &seen);
+            dsm_check(c, seen == mine);
+            __atomic_store_n(v, mine + 1, __ATOMIC_RELEASE);
+        }
+    }
+    dsm_barrier(c);
+    if (c->index == 0) dsm_check(c, __atomic_load_n(v, __ATOMIC_ACQUIRE) == 2 * (uint64_t)rounds);
+    dsm_end(c, KVT_DSM_PHASE_PINGPONG);
+}
+
+/* Every vCPU reads one page (home: the last node); the last vCPU then writes it. The
+ * VMMs check their copies at the two marks (shared, then dropped everywhere but at the
+ * writer's node); afterwards every vCPU reads the new value. */
+static void dsm_inval(struct dsm_cpu* c) {
+    volatile uint64_t* x = dsm_word(DSM->nodes - 1, KVT_DSM_WORD_INVAL);
+    dsm_begin(c, KVT_DSM_PHASE_INVAL);
+    dsm_check(c, __atomic_load_n(x, __ATOMIC_ACQUIRE) == 0);
+    dsm_barrier(c);
+    mark(KVT_DSM_MARK_INVAL_READ);
+    dsm_barrier(c);
+    if (c->index == c->total - 1) __atomic_fetch_add(x, 1, __ATOMIC_SEQ_CST);
+    dsm_barrier(c);
+    mark(KVT_DSM_MARK_INVAL_WRITTEN);
+    dsm_barrier(c);
+    dsm_check(c, __atomic_load_n(x, __ATOMIC_ACQUIRE) == 1);
+    dsm_end(c, KVT_DSM_PHASE_INVAL);
+}
+
+/* The first vCPU of node 1 stores a value and publishes it through a port; node 0's VMM
+ * reads it from guest RAM and acknowledges by storing the round in a word homed at 0. */
+static void dsm_vmm(struct dsm_cpu* c) {
+    volatile uint64_t* value = dsm_word(DSM->nodes - 1, KVT_DSM_WORD_VMM);
+    volatile uint64_t* ack = dsm_word(0, KVT_DSM_WORD_VMM);
+    dsm_begin(c, KVT_DSM_PHASE_VMM);
+    if (c->index == DSM->per_node) {
+        for (uint32_t r = 1; r <= DSM->vmm_rounds; ++r) {
+            __atomic_store_n(value, KVT_DSM_VMM_VALUE(r), __ATOMIC_RELEASE);
+            outl(KVT_PORT_DSM_PUBLISH, r);
+            dsm_wait_or_fail(ack, r, 0);
+        }
+    }
+    dsm_end(c, KVT_DSM_PHASE_VMM);
+}
+
+void __attribute__((noreturn, used)) kvt_dsm_main(uint64_t index) {
+    struct dsm_cpu c = {0};
+    c.index = (uint32_t)index;
+    c.node = c.index / DSM->per_node;
+    c.local = c.index % DSM->per_node;
+    c.total = DSM->nodes * DSM->per_node;
+    if (c.index == 0) {
+        build_gdt();
+        build_idt();
+        __atomic_store_n(&dsm_tables_ready, 1, __ATOMIC_RELEASE);
+    } else {
+        uint32_t start = clock_us();
+        while (!__atomic_load_n(&dsm_tables_ready, __ATOMIC_ACQUIRE)) {
+            outl(KVT_PORT_YIELD, 1024);
+            if (clock_us() - start > DSM->wait_us) finish(KVT_EXIT_DSM_TIMEOUT);
+        }
+    }
+    load_tables();
+    dsm_counter(&c);
+    dsm_mp(&c);
+    dsm_pingpong(&c);
+    dsm_inval(&c);
+    dsm_vmm(&c);
+    dsm_barrier(&c);
+    finish(c.failed ? KVT_EXIT_DSM_MISMATCH : KVT_EXIT_PASS);
+}

@@ -46,6 +46,8 @@
 #define KVT_EXIT_TIMER_COUNT 8       /* a fired one-shot timer's current count is not 0 */
 #define KVT_EXIT_ICR_BUSY 9          /* ICR delivery status stayed pending */
 #define KVT_EXIT_UNEXPECTED_VECTOR 10 /* an interrupt on a vector with no handler */
+#define KVT_EXIT_DSM_TIMEOUT 11      /* multi-node: a wait ran past kvt_dsm_params.wait_us */
+#define KVT_EXIT_DSM_MISMATCH 12     /* multi-node: a check failed (counts were reported) */
 #define KVT_EXIT_EXCEPTION_BASE 0x100 /* + vector: a CPU exception (results tell where) */
 
 /* Marks (KVT_PORT_MARK values). */
@@ -59,6 +61,52 @@
 
 /* The SIPI vector: the trampoline's page number. */
 #define KVT_SIPI_VECTOR (KVT_TRAMPOLINE_GPA >> 12)
+
+/* Multi-node runs (tests/dsmkvm/, docs/testing-dsm-kvm.md): one guest whose vCPUs are
+ * spread over several node processes that share guest RAM through the coherence engine.
+ * No INIT/SIPI: every vCPU is entered directly in long mode at KVT_DSM_ENTRY_GPA with
+ * RDI = its vCPU index and RSP = KVT_DSM_STACK_TOP(index) (the VMM's boot GDT and page
+ * tables). vCPU 0 builds the guest's GDT and IDT, the others wait for it, then all run
+ * the phases below, separated by barriers on a word of guest RAM. Extra ports:
+ *   KVT_PORT_DSM_MISMATCHES  4-byte write: failed checks of the current phase (the VMM
+ *                            adds them to the vCPU's current phase, named by its last mark)
+ *   KVT_PORT_YIELD           4-byte write (spin count): a polite spin; the VMM lets other
+ *                            host threads run (the host may have fewer cores than vCPUs)
+ *   KVT_PORT_DSM_PUBLISH     4-byte write (round r): the vmm phase's writer has stored
+ *                            KVT_DSM_VMM_VALUE(r); its VMM tells node 0's VMM, which reads
+ *                            it from guest RAM and answers by storing r in the ack word
+ * Marks: KVT_DSM_MARK_BEGIN(phase) after the phase's first barrier, KVT_DSM_MARK_END(phase)
+ * after its last one, plus the inval phase's two check points. */
+#define KVT_DSM_ENTRY_GPA (KVT_IMAGE_GPA + 0x40)
+#define KVT_DSM_PARAMS_GPA 0x81000
+#define KVT_DSM_MAX_VCPUS 16
+#define KVT_DSM_MAX_NODES 8
+#define KVT_DSM_STACK_TOP(i) (KVT_AP_STACK_TOP - (i) * KVT_AP_STACK_SIZE)
+#define KVT_PORT_DSM_MISMATCHES 0x505
+#define KVT_PORT_YIELD 0x506
+#define KVT_PORT_DSM_PUBLISH 0x507
+
+#define KVT_DSM_PHASE_COUNTER 1  /* every vCPU: lock xadd on one counter, iters times */
+#define KVT_DSM_PHASE_MP 2       /* vCPU 0 writes data then flag; other nodes' vCPUs check */
+#define KVT_DSM_PHASE_PINGPONG 3 /* vCPU 0 and the first vCPU of node 1 take turns */
+#define KVT_DSM_PHASE_INVAL 4    /* all read one page, the last vCPU writes it */
+#define KVT_DSM_PHASE_VMM 5      /* node 1's vCPU writes, node 0's VMM reads */
+#define KVT_DSM_PHASES 5
+#define KVT_DSM_MARK_BEGIN(p) (0x100 + (p))
+#define KVT_DSM_MARK_END(p) (0x200 + (p))
+#define KVT_DSM_MARK_INVAL_READ 0x301    /* every vCPU has read the page, nobody wrote it */
+#define KVT_DSM_MARK_INVAL_WRITTEN 0x302 /* the last vCPU has written it, nobody read it since */
+#define KVT_DSM_VMM_VALUE(r) (0x5EED0000u + (r))
+
+/* The words the phases share: word j of node K's home slice is the page
+ * slice_end[K] - (j + 1) * 4 KiB (one word per page, so each is its own coherence unit). */
+#define KVT_DSM_WORD_BARRIER 0  /* home: node 0 */
+#define KVT_DSM_WORD_COUNTER 1  /* home: the last node */
+#define KVT_DSM_WORD_MP 2       /* data: home node 1; flag: home node 0 */
+#define KVT_DSM_WORD_PINGPONG 3 /* home: the last node */
+#define KVT_DSM_WORD_INVAL 4    /* home: the last node (the writer's node) */
+#define KVT_DSM_WORD_VMM 5      /* the value: home the last node; the ack: home node 0 */
+#define KVT_DSM_WORD_MP_ACK 8   /* + local index: each reader's ack, homed at its node */
 
 /* Bound on every wait inside the guest, in microseconds of host time. */
 #define KVT_GUEST_WAIT_US 5000000
@@ -91,6 +139,17 @@ struct kvt_results {
     uint32_t exception_vector;
     uint64_t exception_error;
     uint64_t exception_rip;
+};
+
+/* Multi-node runs: written by node 0's VMM before any vCPU starts. */
+struct kvt_dsm_params {
+    uint32_t nodes;      /* node processes */
+    uint32_t per_node;   /* vCPUs per node: vCPU i runs on node i / per_node */
+    uint32_t iters;      /* counter phase: lock xadd per vCPU */
+    uint32_t rounds;     /* mp and ping-pong rounds */
+    uint32_t vmm_rounds; /* vmm phase rounds */
+    uint32_t wait_us;    /* bound on every wait, host microseconds */
+    uint64_t slice_end[KVT_DSM_MAX_NODES]; /* end (guest-physical) of node K's home slice */
 };
 #endif
 

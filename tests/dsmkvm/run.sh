@@ -1,0 +1,40 @@
+#!/bin/bash
+# usage: tests/dsmkvm/run.sh KV_DSM_KVM_NODE ARGS...     (e.g. --launch 3 --per-node 1)
+#
+# Runs `KV_DSM_KVM_NODE ARGS...` (the launcher: all node processes over 127.0.0.1) where a
+# KVM can run the freestanding guest: on this machine's /dev/kvm when
+# `KV_DSM_KVM_NODE --probe` boots the guest there, otherwise inside one lab host
+# (scripts/lab host), where every node process runs on that host's kvm-amd. Prints one
+# line saying which and exits with the launcher's status. Never skips.
+# KV_KVM_TESTS_IN_LAB=1 forces the lab host (to test that path on a machine with KVM).
+set -u
+if (($# < 2)); then
+  echo "usage: $0 KV_DSM_KVM_NODE ARGS..." >&2
+  exit 2
+fi
+bin=$(realpath -- "$1")
+shift
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+[[ -x $bin ]] || { echo "dsm kvm tests: $bin is not an executable (build kv-dsm-kvm-node)" >&2; exit 2; }
+
+if [[ ${KV_KVM_TESTS_IN_LAB:-0} == 1 ]]; then
+  why="KV_KVM_TESTS_IN_LAB=1"
+elif [[ ! -e /dev/kvm ]]; then
+  why="this machine has no /dev/kvm"
+elif probe=$("$bin" --probe 2>&1); then
+  echo "dsm kvm tests: on this machine's /dev/kvm (${probe%%$'\n'*})"
+  start=$SECONDS
+  "$bin" "$@"
+  status=$?
+  echo "dsm kvm tests: finished with status $status after $((SECONDS - start)) s"
+  exit $status
+else
+  why="${probe%%$'\n'*}"
+fi
+
+echo "dsm kvm tests: inside a lab host ($why)"
+start=$SECONDS
+"$repo/scripts/lab" host --timeout 800 --file "$bin" -- "$bin" "$@"
+status=$?
+echo "dsm kvm tests: lab host finished with status $status after $((SECONDS - start)) s"
+exit $status
