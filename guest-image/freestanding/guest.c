@@ -464,7 +464,7 @@ static void dsm_mp(struct dsm_cpu* c) {
 /* vCPU 0 (node 0) and vCPU per_node (node 1) take turns incrementing one word: each sees
  * exactly the value the other wrote. */
 static void dsm_pingpong(struct dsm_cpu* c) {
-    uint32_t rounds = DSM->rounds;
+    uint32_t rounds = DSM->pingpong_rounds;
     volatile uint64_t* v = dsm_word(DSM->nodes - 1, KVT_DSM_WORD_PINGPONG);
     dsm_begin(c, KVT_DSM_PHASE_PINGPONG);
     if (c->index == 0 || c->index == DSM->per_node) {

@@ -146,9 +146,11 @@ struct kvt_dsm_params {
     uint32_t nodes;      /* node processes */
     uint32_t per_node;   /* vCPUs per node: vCPU i runs on node i / per_node */
     uint32_t iters;      /* counter phase: lock xadd per vCPU */
-    uint32_t rounds;     /* mp and ping-pong rounds */
+    uint32_t rounds;     /* mp rounds */
+    uint32_t pingpong_rounds;
     uint32_t vmm_rounds; /* vmm phase rounds */
     uint32_t wait_us;    /* bound on every wait, host microseconds */
+    uint32_t reserved;
     uint64_t slice_end[KVT_DSM_MAX_NODES]; /* end (guest-physical) of node K's home slice */
 };
 #endif

@@ -1,7 +1,8 @@
 // kv-dsm-kvm-node: one node of a multi-node freestanding test guest (docs/testing-dsm-kvm.md).
 //
 //   kv-dsm-kvm-node --node K --peers H0:P0,H1:P1,... [--listen-fd FD] [--per-node V]
-//                   [--iters N] [--rounds R] [--vmm-rounds R] [--timeout S] [--kvm PATH]
+//                   [--iters N] [--rounds R] [--pingpong-rounds R] [--vmm-rounds R]
+//                   [--timeout S] [--kvm PATH]
 //   kv-dsm-kvm-node --launch N [--per-node V] [...]   start N nodes on 127.0.0.1, check them
 //   kv-dsm-kvm-node --probe [--kvm PATH]              can this KVM run the guest?
 //
@@ -102,6 +103,7 @@ struct Config {
     uint32_t per_node = 1;
     uint32_t iters = 2000;
     uint32_t rounds = 10000;
+    uint32_t pingpong_rounds = 2000;
     uint32_t vmm_rounds = 200;
     int timeout_s = 240;
     std::string kvm = "/dev/kvm";
@@ -511,6 +513,7 @@ int Node::run_node() {
         params.per_node = cfg_.per_node;
         params.iters = cfg_.iters;
         params.rounds = cfg_.rounds;
+        params.pingpong_rounds = cfg_.pingpong_rounds;
         params.vmm_rounds = cfg_.vmm_rounds;
         params.wait_us = uint32_t(cfg_.timeout_s) * 1000000u / 2;
         for (uint32_t k = 0; k < cfg_.nodes; ++k) params.slice_end[k] = slice_end(k, cfg_.nodes);
@@ -558,6 +561,15 @@ int Node::run_node() {
                     still += " vCPU " + std::to_string(i) + " (last mark " +
                              std::to_string(rec_[i].last_mark) + ")";
             lk.unlock();
+            // What the engine was doing: counters and the shared words' local states.
+            engine_->stats().print(stdout);
+            for (uint32_t home = 0; home < cfg_.nodes; ++home)
+                for (uint32_t j = 0; j <= KVT_DSM_WORD_MP_ACK + 1; ++j) {
+                    uint64_t pfn = word_gpa(home, j, cfg_.nodes) / kPageSize;
+                    std::printf("node %u: page %#llx (home %u, word %u): %s\n", cfg_.self,
+                                static_cast<unsigned long long>(pfn), home, j,
+                                to_string(engine_->local_state(pfn)));
+                }
             fail(3, "timeout after " + std::to_string(cfg_.timeout_s) + " s:" + still);
         }
         cv_.wait_until(lk, deadline, [&] {
@@ -835,6 +847,7 @@ int main_impl(int argc, char** argv) {
         else if (a == "--per-node") cfg.per_node = num();
         else if (a == "--iters") cfg.iters = num();
         else if (a == "--rounds") cfg.rounds = num();
+        else if (a == "--pingpong-rounds") cfg.pingpong_rounds = num();
         else if (a == "--vmm-rounds") cfg.vmm_rounds = num();
         else if (a == "--timeout") cfg.timeout_s = int(num());
         else if (a == "--kvm") cfg.kvm = val();
