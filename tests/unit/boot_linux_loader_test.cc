@@ -338,7 +338,7 @@ TEST(BootLinuxLoader, PageTablesIdentityMapFirst4GiB) {
     ASSERT_TRUE(load_linux(*mem, {kf.path(), "", "", 0}).ok());
     uint64_t pml4e = 0;
     ASSERT_TRUE(mem->read_obj(Gpa(0x9000), pml4e).ok());
-    EXPECT_EQ(pml4e, 0xA003u);
+    EXPECT_EQ(pml4e, 0xA023u);  // present, writable, accessed
     for (uint64_t va : {0ull, 0x7000ull, 0x100200ull, 0x20000ull, 0x3FFFFFFFull, 0x40000000ull,
                         0x87654321ull, 0xC0001234ull, 0xFEE00000ull, 0xFFFFFFFFull})
         EXPECT_EQ(translate(*mem, 0x9000, va), va) << std::hex << va;

@@ -22,6 +22,10 @@ constexpr uint64_t kRflagsReserved = 1ull << 1;  // bit 1 always reads 1; IF sta
 constexpr uint64_t kPtePresent = 1ull << 0;
 constexpr uint64_t kPteWrite = 1ull << 1;
 constexpr uint64_t kPteLarge = 1ull << 7;  // 2 MiB page in a page directory
+// Accessed and dirty are set up front so the CPU's page walker never writes these tables:
+// on a multi-node guest such a write would pull the table's page over to the writer.
+constexpr uint64_t kPteAccessed = 1ull << 5;
+constexpr uint64_t kPteDirty = 1ull << 6;
 
 constexpr unsigned kGdtSlots = 6;  // null, null, code, data, TSS (two slots)
 
@@ -87,12 +91,13 @@ Status write_boot_gdt(const GuestMemory& mem) {
 
 Status write_identity_page_tables(const GuestMemory& mem) {
     std::array<uint64_t, 512> pml4{}, pdpt{}, pd{};
-    pml4[0] = kPdptGpa | kPtePresent | kPteWrite;
+    pml4[0] = kPdptGpa | kPtePresent | kPteWrite | kPteAccessed;
     for (unsigned g = 0; g < kPageDirCount; ++g) {
         uint64_t pd_gpa = kPageDirGpa + g * kPageSize;
-        pdpt[g] = pd_gpa | kPtePresent | kPteWrite;
+        pdpt[g] = pd_gpa | kPtePresent | kPteWrite | kPteAccessed;
         for (uint64_t i = 0; i < 512; ++i)
-            pd[i] = ((uint64_t{g} << 30) + (i << 21)) | kPtePresent | kPteWrite | kPteLarge;
+            pd[i] = ((uint64_t{g} << 30) + (i << 21)) | kPtePresent | kPteWrite | kPteLarge |
+                    kPteAccessed | kPteDirty;
         KV_TRY(mem.write_obj(Gpa(pd_gpa), pd));
     }
     KV_TRY(mem.write_obj(Gpa(kPdptGpa), pdpt));
