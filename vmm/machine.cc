@@ -4,11 +4,13 @@
 
 #include <cinttypes>
 #include <cstring>
+#include <string_view>
 
 #include "base/log.h"
 #include "vcpu/tsc.h"
 #include "vmm/boot/acpi.h"
 #include "vmm/boot/linux_loader.h"
+#include "vmm/cmdline.h"
 #include "vmm/devices/acpi_pm.h"
 #include "vmm/devices/console.h"
 #include "vmm/devices/i8042.h"
@@ -29,24 +31,6 @@ namespace {
 constexpr uint64_t kTssAddr = 0xFFFBD000;
 constexpr uint8_t kSerialIrq = 4, kRtcIrq = 8, kSciIrq = 9;
 
-// Adds a kernel parameter before " -- " (what follows it is init's argument list).
-std::string add_param(const std::string& cmdline, const std::string& param) {
-    size_t dashes =
-        cmdline.rfind(" -- ") == std::string::npos ? std::string::npos : cmdline.find(" -- ");
-    if (cmdline.rfind("-- ", 0) == 0) return param + " " + cmdline;
-    if (dashes == std::string::npos) return cmdline + " " + param;
-    return cmdline.substr(0, dashes) + " " + param + cmdline.substr(dashes);
-}
-
-bool has_param(const std::string& cmdline, const char* name) {
-    std::string key = std::string(name) + "=";
-    size_t pos = 0;
-    while ((pos = cmdline.find(key, pos)) != std::string::npos) {
-        if (pos == 0 || cmdline[pos - 1] == ' ') return true;
-        ++pos;
-    }
-    return false;
-}
 }  // namespace
 
 Result<std::unique_ptr<Machine>> Machine::create(const config::VmConfig& cfg) {
