@@ -389,6 +389,340 @@ bool Vcpu::handle_exit() {
             wait_halted();
             return true;
         case KVM_EXIT_SHUTDOWN: {
+            // No RIP in the message: on AMD, KVM resets the vCPU before it reports a
+            // shutdown (the VMCB is undefined after one), so the registers say 0xfff0.
+            if (env_.fatal)
+                env_.fatal(index_, true, "guest triple fault on vCPU " + std::to_string(index_));
+            return false;
+        }
+        case KVM_EXIT_FAIL_ENTRY:
+            return "fail-entry";
+        case KVM_EXIT_INTR:
+            return "intr";
+        case KVM_EXIT_INTERNAL_ERROR:
+            return "internal-error";
+        case KVM_EXIT_SYSTEM_EVENT:
+            return "system-event";
+        case KVM_EXIT_X86_RDMSR:
+            return "rdmsr";
+        case KVM_EXIT_X86_WRMSR:
+            return "wrmsr";
+        default:
+            return "other";
+    }
+}
+
+Result<std::unique_ptr<Vcpu>> Vcpu::create(VmFd& vm, uint32_t index, uint32_t num_vcpus,
+                                           const std::vector<kvm_cpuid_entry2>& supported,
+                                           VcpuEnv env) {
+    auto fd = vm.create_vcpu(index);
+    if (!fd) return fd.error();
+    std::unique_ptr<Vcpu> v(new Vcpu(index, std::move(fd).value(), std::move(env)));
+    // One package for the node's vCPUs (a single node for now): siblings in a package
+    // share their delay calibration instead of each recalibrating against jiffies.
+    CpuidParams params;
+    params.vcpu_index = index;
+    params.apic_id = index;
+    params.num_vcpus = num_vcpus;
+    params.cores_per_package = num_vcpus;
+    params.core_bits = bits_for(num_vcpus);
+    static const uint64_t host_xsave = host_xsave_components();
+    params.host_xsave_mask = host_xsave;
+    auto cpuid = filter_cpuid(supported, params);
+    KV_TRY(v->fd_.set_cpuid(cpuid));
+    KV_TRY(v->fd_.set_msrs({kvm_msr_entry{kMsrMiscEnable, 0, 1},          // fast strings
+                            kvm_msr_entry{kMsrMtrrDefType, 0, 0x806}}));  // MTRRs on, WB
+    // AMD: HWCR.TscFreqSel says the TSC counts at the P0 frequency (an invariant TSC);
+    // without it Linux reports a firmware bug. Older KVMs refuse the bit: not fatal.
+    if (auto s = v->fd_.set_msrs({kvm_msr_entry{kMsrK7Hwcr, 0, 1ull << 24}}); !s)
+        KV_DEBUG("vCPU %u: HWCR.TscFreqSel not accepted: %s", index, s.error().message.c_str());
+    KV_TRY(v->fd_.get_regs(v->reset_regs_));
+    KV_TRY(v->fd_.get_sregs(v->reset_sregs_));
+    KV_TRY(v->fd_.get_fpu(v->reset_fpu_));
+    return v;
+}
+
+Vcpu::Vcpu(uint32_t index, VcpuFd fd, VcpuEnv env)
+    : index_(index),
+      fd_(std::move(fd)),
+      env_(std::move(env)),
+      lapic_(index, index,
+             Lapic::Callbacks{[this](const InterruptMessage& m) {
+                                  if (env_.router) env_.router->route(m);
+                              },
+                              [this](uint8_t vec) {
+                                  if (env_.eoi_level) env_.eoi_level(vec);
+                              },
+                              [this] {
+                                  if (env_.router)
+                                      env_.router->update_addressing(index_, lapic_.addressing());
+                              }}) {
+    if (env_.router) env_.router->update_addressing(index_, lapic_.addressing());
+}
+
+Vcpu::~Vcpu() {
+    request_stop();
+    join();
+    if (timer_created_) timer_delete(timer_);
+}
+
+Status Vcpu::set_boot_state(const kvm_regs& regs, const kvm_sregs& sregs) {
+    KV_TRY(fd_.set_sregs(sregs));
+    KV_TRY(fd_.set_regs(regs));
+    return {};
+}
+
+void Vcpu::start(bool bsp) {
+    install_kick_handler();
+    {
+        std::lock_guard lk(mu_);
+        state_ = bsp ? VcpuState::Running : VcpuState::WaitForSipi;
+    }
+    thread_ = std::thread([this] { thread_main(); });
+}
+
+void Vcpu::request_stop() {
+    {
+        std::lock_guard lk(mu_);
+        stop_ = true;
+    }
+    kick();
+}
+
+void Vcpu::join() {
+    if (thread_.joinable()) thread_.join();
+}
+
+void Vcpu::kick() {
+    counters_.kicks.fetch_add(1, std::memory_order_relaxed);
+    // The signal is sent under mu_, and the thread clears thread_ready_ under mu_ before
+    // it ends, so a kick never signals a thread that has exited.
+    std::lock_guard lk(mu_);
+    cv_.notify_all();
+    if (thread_ready_.load(std::memory_order_acquire))
+        pthread_kill(tid_.load(std::memory_order_acquire), kKickSignal);
+}
+
+void Vcpu::deliver(const InterruptMessage& m) {
+    switch (m.mode) {
+        case DeliveryMode::Fixed:
+        case DeliveryMode::LowestPriority:
+            if (!lapic_.accept(m.vector, m.level_triggered)) return;
+            break;
+        case DeliveryMode::Nmi:
+            nmi_pending_.store(true, std::memory_order_release);
+            break;
+        case DeliveryMode::Init: {
+            if (!m.assert && m.level_triggered) return;  // INIT level de-assert: no effect
+            std::lock_guard lk(mu_);
+            init_pending_ = true;
+            sipi_vector_.reset();
+            break;
+        }
+        case DeliveryMode::StartUp: {
+            std::lock_guard lk(mu_);
+            // A SIPI counts only while waiting for it, or right behind an INIT that the
+            // vCPU thread has not processed yet (it must never be lost).
+            if ((state_ == VcpuState::WaitForSipi || init_pending_) && !sipi_vector_)
+                sipi_vector_ = m.vector;
+            break;
+        }
+        case DeliveryMode::ExtInt:
+            extint_.store(true, std::memory_order_release);
+            break;
+        case DeliveryMode::Smi:
+        default:
+            return;
+    }
+    kick();
+}
+
+void Vcpu::set_extint(bool level) {
+    extint_.store(level, std::memory_order_release);
+    if (level) kick();
+}
+
+void Vcpu::arm_timer(uint64_t deadline) {
+    if (deadline == armed_deadline_) return;
+    armed_deadline_ = deadline;
+    itimerspec its{};
+    if (deadline) {
+        its.it_value.tv_sec = time_t(deadline / 1'000'000'000ull);
+        its.it_value.tv_nsec = long(deadline % 1'000'000'000ull);
+    }
+    timer_settime(timer_, TIMER_ABSTIME, &its, nullptr);
+}
+
+bool Vcpu::process_init_sipi() {
+    std::unique_lock lk(mu_);
+    bool changed = false;
+    if (init_pending_) {
+        init_pending_ = false;
+        lk.unlock();
+        // INIT: architectural reset of the registers and the LAPIC (its ID stays).
+        (void)fd_.set_sregs(reset_sregs_);
+        (void)fd_.set_regs(reset_regs_);
+        (void)fd_.set_fpu(reset_fpu_);
+        lapic_.reset();
+        if (env_.router) env_.router->update_addressing(index_, lapic_.addressing());
+        lk.lock();
+        state_ = VcpuState::WaitForSipi;
+        changed = true;
+    }
+    if (state_ == VcpuState::WaitForSipi && sipi_vector_) {
+        uint8_t vec = *sipi_vector_;
+        sipi_vector_.reset();
+        lk.unlock();
+        kvm_sregs s = reset_sregs_;
+        s.cs.selector = uint16_t(vec << 8);
+        s.cs.base = uint64_t(vec) << 12;
+        kvm_regs r = reset_regs_;
+        r.rip = 0;
+        (void)fd_.set_sregs(s);
+        (void)fd_.set_regs(r);
+        lk.lock();
+        state_ = VcpuState::Running;
+        changed = true;
+    }
+    return changed;
+}
+
+void Vcpu::wait_for_sipi() {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return stop_ || init_pending_ || sipi_vector_.has_value(); });
+}
+
+bool Vcpu::interruptible_pending(bool if_flag) {
+    if (nmi_pending_.load(std::memory_order_acquire)) return true;
+    if (!if_flag) return false;
+    if (extint_.load(std::memory_order_acquire) && lapic_.lint0_extint()) return true;
+    return lapic_.pending_vector().has_value();
+}
+
+void Vcpu::wait_halted() {
+    counters_.halts.fetch_add(1, std::memory_order_relaxed);
+    bool if_flag = fd_.run_page()->if_flag;
+    std::unique_lock lk(mu_);
+    for (;;) {
+        if (stop_ || init_pending_) return;
+        uint64_t now = monotonic_ns();
+        uint64_t deadline = lapic_.poll_timer(now);
+        if (interruptible_pending(if_flag)) return;
+        if (deadline) {
+            auto wait = std::chrono::nanoseconds(deadline - now);
+            cv_.wait_for(lk, wait);
+        } else {
+            cv_.wait(lk);
+        }
+    }
+}
+
+void Vcpu::inject_pending() {
+    kvm_run* run = fd_.run_page();
+    if (nmi_pending_.exchange(false, std::memory_order_acq_rel)) {
+        if (fd_.nmi().ok()) counters_.nmis_injected.fetch_add(1, std::memory_order_relaxed);
+    }
+    bool can_inject = run->ready_for_interrupt_injection && run->if_flag;
+    bool want = false;
+    if (extint_.load(std::memory_order_acquire) && lapic_.lint0_extint() && env_.pic_acknowledge) {
+        if (can_inject) {
+            uint8_t vec = env_.pic_acknowledge();
+            if (fd_.interrupt(vec).ok())
+                counters_.interrupts_injected.fetch_add(1, std::memory_order_relaxed);
+            can_inject = false;
+        }
+        want = true;
+    }
+    if (auto vec = lapic_.pending_vector()) {
+        if (can_inject) {
+            lapic_.ack(*vec);
+            if (fd_.interrupt(*vec).ok())
+                counters_.interrupts_injected.fetch_add(1, std::memory_order_relaxed);
+            want = lapic_.pending_vector().has_value();
+        } else {
+            want = true;
+        }
+    }
+    run->request_interrupt_window = want ? 1 : 0;
+}
+
+void Vcpu::thread_main() {
+    tl_run = fd_.run_page();
+    tid_.store(pthread_self(), std::memory_order_release);
+    sigevent sev{};
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = kKickSignal;
+    sev._sigev_un._tid = pid_t(syscall(SYS_gettid));
+    timer_created_ = timer_create(CLOCK_MONOTONIC, &sev, &timer_) == 0;
+    thread_ready_.store(true, std::memory_order_release);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, kKickSignal);
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+
+    while (run_once()) {
+    }
+    {
+        std::lock_guard lk(mu_);
+        state_ = VcpuState::Stopped;
+        thread_ready_.store(false, std::memory_order_release);
+    }
+    tl_run = nullptr;
+}
+
+bool Vcpu::run_once() {
+    {
+        std::unique_lock lk(mu_);
+        if (stop_) return false;
+    }
+    process_init_sipi();
+    VcpuState st;
+    {
+        std::lock_guard lk(mu_);
+        st = state_;
+    }
+    if (st == VcpuState::WaitForSipi) {
+        wait_for_sipi();
+        return true;
+    }
+    uint64_t now = monotonic_ns();
+    uint64_t deadline = lapic_.poll_timer(now);
+    if (timer_created_) arm_timer(deadline);
+    kvm_run* run = fd_.run_page();
+    run->cr8 = lapic_.tpr() >> 4;
+    inject_pending();
+    int err = fd_.run();
+    lapic_.set_tpr(uint8_t((run->cr8 & 0xF) << 4) | (lapic_.tpr() & 0xF));
+    if (err == EINTR || err == EAGAIN) {
+        run->immediate_exit = 0;
+        counters_.exits[KVM_EXIT_INTR].fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+    if (err != 0) {
+        if (env_.fatal) env_.fatal(index_, false, std::string("KVM_RUN: ") + std::strerror(err));
+        return false;
+    }
+    return handle_exit();
+}
+
+bool Vcpu::handle_exit() {
+    kvm_run* run = fd_.run_page();
+    uint32_t reason = run->exit_reason;
+    counters_.exits[reason < 64 ? reason : 0].fetch_add(1, std::memory_order_relaxed);
+    switch (reason) {
+        case KVM_EXIT_IO:
+            handle_pio(run);
+            return true;
+        case KVM_EXIT_MMIO:
+            handle_mmio(run);
+            return true;
+        case KVM_EXIT_IRQ_WINDOW_OPEN:
+        case KVM_EXIT_INTR:
+            return true;
+        case KVM_EXIT_HLT:
+            wait_halted();
+            return true;
+        case KVM_EXIT_SHUTDOWN: {
             kvm_regs r{};
             (void)fd_.get_regs(r);
             char buf[96];
