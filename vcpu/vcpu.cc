@@ -188,9 +188,10 @@ void Vcpu::deliver(const InterruptMessage& m) {
         case DeliveryMode::StartUp: {
             std::lock_guard lk(mu_);
             // A SIPI counts only while waiting for it, or right behind an INIT that the
-            // vCPU thread has not processed yet (it must never be lost).
-            if ((state_ == VcpuState::WaitForSipi || init_pending_) && !sipi_vector_)
-                sipi_vector_ = m.vector;
+            // vCPU thread has not processed yet (it must never be lost). Others are
+            // dropped without disturbing the vCPU.
+            if (!((state_ == VcpuState::WaitForSipi || init_pending_) && !sipi_vector_)) return;
+            sipi_vector_ = m.vector;
             break;
         }
         case DeliveryMode::ExtInt:
@@ -222,22 +223,29 @@ void Vcpu::arm_timer(uint64_t deadline) {
 bool Vcpu::process_init_sipi() {
     std::unique_lock lk(mu_);
     bool changed = false;
+    // Each branch sets the new state before it drops the lock to load registers, so a
+    // SIPI that arrives meanwhile is judged against that state: one right behind an INIT is
+    // kept, a second SIPI after the first is ignored (and does not kick the vCPU out of
+    // the trampoline it is running).
     if (init_pending_) {
         init_pending_ = false;
+        state_ = VcpuState::WaitForSipi;
         lk.unlock();
         // INIT: architectural reset of the registers and the LAPIC (its ID stays).
         (void)fd_.set_sregs(reset_sregs_);
         (void)fd_.set_regs(reset_regs_);
         (void)fd_.set_fpu(reset_fpu_);
+        kvm_vcpu_events ev{};  // INIT drops pending and injected events (exception, IRQ, NMI)
+        (void)fd_.set_vcpu_events(ev);
         lapic_.reset();
         if (env_.router) env_.router->update_addressing(index_, lapic_.addressing());
         lk.lock();
-        state_ = VcpuState::WaitForSipi;
         changed = true;
     }
     if (state_ == VcpuState::WaitForSipi && sipi_vector_) {
         uint8_t vec = *sipi_vector_;
         sipi_vector_.reset();
+        state_ = VcpuState::Running;
         lk.unlock();
         kvm_sregs s = reset_sregs_;
         s.cs.selector = uint16_t(vec << 8);
@@ -247,7 +255,6 @@ bool Vcpu::process_init_sipi() {
         (void)fd_.set_sregs(s);
         (void)fd_.set_regs(r);
         lk.lock();
-        state_ = VcpuState::Running;
         changed = true;
     }
     return changed;
