@@ -17,7 +17,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mkdir -p /dev/pts /dev/shm /run /var/tmp
 mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /tmp
+# /tmp stays the initramfs' own directory (already in RAM): a tmpfs over it would hide
+# the files `scripts/lab host --file /tmp/...` put there.
+mkdir -p /tmp && chmod 1777 /tmp
 mount -t tmpfs tmpfs /run
 dmesg -n 1
 
