@@ -124,4 +124,24 @@ void encode_header(const MsgHeader& h, std::span<uint8_t, kHeaderBytes> out) {
     std::memcpy(out.data(), &h, sizeof h);
 }
 
+Status prepare_outgoing(NodeId self, NodeId to, MsgHeader& h, size_t payload_size) {
+    std::string where = "send to node " + std::to_string(to) + ": ";
+    if (payload_size > kMaxPayload)
+        return Error{where + "payload of " + std::to_string(payload_size) +
+                     " bytes exceeds the maximum"};
+    Status valid = validate_payload(h.type, static_cast<uint32_t>(payload_size));
+    if (!valid.ok()) return Error{where + valid.error().message};
+    if (h.type == static_cast<uint16_t>(MsgType::Hello) ||
+        h.type == static_cast<uint16_t>(MsgType::HelloAck)) {
+        // The peer drops a connection that sends these after the handshake.
+        return Error{where + msg_type_name(static_cast<MsgType>(h.type)) +
+                     " is reserved for the handshake"};
+    }
+    h.magic = kMsgMagic;
+    h.version = kMsgVersion;
+    h.length = static_cast<uint32_t>(payload_size);
+    h.src = self;
+    return {};
+}
+
 }  // namespace kv

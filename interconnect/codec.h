@@ -42,6 +42,11 @@ const char* msg_type_name(MsgType type);
 // "message type 0x9999 unknown", "Grant payload of 12 bytes (expected 0 or 4096)".
 Status validate_payload(uint16_t type, uint32_t length);
 
+// Checks a message a transport is about to send to `to` (payload size and rule, no
+// handshake types after the handshake) and stamps the header: magic, version, length,
+// src = `self`. Errors start with "send to node N: ".
+Status prepare_outgoing(NodeId self, NodeId to, MsgHeader& h, size_t payload_size);
+
 // Parses and validates a header: magic, version, known type, payload length rule.
 Result<MsgHeader> decode_header(std::span<const uint8_t, kHeaderBytes> bytes);
 // Same, for a buffer of any size: fewer than 32 bytes is "truncated header (N of 32 bytes)".

@@ -74,25 +74,7 @@ LoopbackTransport::~LoopbackTransport() {
 }
 
 Status LoopbackTransport::send(NodeId to, MsgHeader h, std::span<const uint8_t> payload) {
-    if (payload.size() > kMaxPayload) {
-        return Error{"send to node " + std::to_string(to) + ": payload of " +
-                     std::to_string(payload.size()) + " bytes exceeds the maximum"};
-    }
-    Status valid = validate_payload(h.type, static_cast<uint32_t>(payload.size()));
-    if (!valid.ok()) {
-        return Error{"send to node " + std::to_string(to) + ": " + valid.error().message};
-    }
-    if (h.type == static_cast<uint16_t>(MsgType::Hello) ||
-        h.type == static_cast<uint16_t>(MsgType::HelloAck)) {
-        // The peer drops a connection that sends these after the handshake.
-        return Error{"send to node " + std::to_string(to) + ": " +
-                     msg_type_name(static_cast<MsgType>(h.type)) +
-                     " is reserved for the handshake"};
-    }
-    h.magic = kMsgMagic;
-    h.version = kMsgVersion;
-    h.length = static_cast<uint32_t>(payload.size());
-    h.src = id_;
+    KV_TRY(prepare_outgoing(id_, to, h, payload.size()));
     return hub_->deliver(id_, to, h, payload);
 }
 
