@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/test_support.h"
 #include "vmm/boot/bzimage.h"
 
 namespace {
@@ -33,23 +34,7 @@ std::vector<uint8_t> fake_bzimage(uint16_t version = 0x020F, uint16_t xloadflags
     return img;
 }
 
-class TempFile {
-  public:
-    explicit TempFile(const std::vector<uint8_t>& bytes) {
-        char tmpl[] = "/tmp/kv-bzimage-XXXXXX";
-        int fd = ::mkstemp(tmpl);
-        path_ = tmpl;
-        if (fd >= 0) {
-            EXPECT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-            ::close(fd);
-        }
-    }
-    ~TempFile() { ::unlink(path_.c_str()); }
-    const std::string& path() const { return path_; }
-
-  private:
-    std::string path_;
-};
+using kv::testing::TempFile;
 
 TEST(BootBzImage, AcceptsValid64BitImage) {
     auto bytes = fake_bzimage();

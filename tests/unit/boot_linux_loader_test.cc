@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "memory/guest_memory.h"
+#include "tests/unit/test_support.h"
 #include "vmm/boot/e820.h"
 #include "vmm/boot/layout.h"
 #include "vmm/boot/linux_loader.h"
@@ -50,23 +51,7 @@ std::vector<uint8_t> fake_bzimage(const FakeKernel& k = {}) {
     return img;
 }
 
-class TempFile {
-  public:
-    explicit TempFile(const std::vector<uint8_t>& bytes) {
-        char tmpl[] = "/tmp/kv-boot-XXXXXX";
-        int fd = ::mkstemp(tmpl);
-        path_ = tmpl;
-        if (fd >= 0) {
-            EXPECT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
-            ::close(fd);
-        }
-    }
-    ~TempFile() { ::unlink(path_.c_str()); }
-    const std::string& path() const { return path_; }
-
-  private:
-    std::string path_;
-};
+using kv::testing::TempFile;
 
 std::vector<uint8_t> pattern(size_t n) {
     std::vector<uint8_t> v(n);

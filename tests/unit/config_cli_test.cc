@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/test_support.h"
 #include "vmm/config/config.h"
 #include "vmm/config/keys.h"
 
@@ -34,10 +35,7 @@ class ConfigCli : public ::testing::Test {
     }
 
     static Result<ParseOutcome> parse(std::vector<std::string> args) {
-        args.insert(args.begin(), "vmm-launch");
-        std::vector<const char*> argv;
-        for (const std::string& a : args) argv.push_back(a.c_str());
-        return parse_command_line(static_cast<int>(argv.size()), argv.data());
+        return kv::testing::parse_args(std::move(args));
     }
 
     // Parses args (plus --kernel) and expects a run outcome.

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/test_support.h"
 #include "vmm/config/cluster.h"
 #include "vmm/config/config.h"
 
@@ -36,10 +37,7 @@ class ConfigCluster : public ::testing::Test {
     }
 
     static Result<ParseOutcome> parse(std::vector<std::string> args) {
-        args.insert(args.begin(), "vmm-launch");
-        std::vector<const char*> argv;
-        for (const std::string& a : args) argv.push_back(a.c_str());
-        return parse_command_line(static_cast<int>(argv.size()), argv.data());
+        return kv::testing::parse_args(std::move(args));
     }
     Result<ParseOutcome> parse_file(const std::string& text, std::vector<std::string> extra) {
         write("cluster.conf", text);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/test_support.h"
 #include "vmm/config/config.h"
 
 namespace kv::config {
@@ -32,10 +33,7 @@ class ConfigFile : public ::testing::Test {
     }
 
     static Result<ParseOutcome> parse(std::vector<std::string> args) {
-        args.insert(args.begin(), "vmm-launch");
-        std::vector<const char*> argv;
-        for (const std::string& a : args) argv.push_back(a.c_str());
-        return parse_command_line(static_cast<int>(argv.size()), argv.data());
+        return kv::testing::parse_args(std::move(args));
     }
 
     // Writes `text` as the config file and parses "--config FILE" + extra.
