@@ -29,7 +29,7 @@ namespace {
 // Where KVM may put its real-mode TSS and identity page (Intel only; harmless elsewhere):
 // just below the 4 GiB BIOS area, inside the 32-bit hole and away from our MMIO.
 constexpr uint64_t kTssAddr = 0xFFFBD000;
-constexpr uint8_t kSerialIrq = 4, kRtcIrq = 8, kSciIrq = 9;
+constexpr uint8_t kSerialIrq = 4, kSciIrq = 9;  // the RTC raises no interrupt (IRQ 8 unused)
 
 }  // namespace
 
@@ -183,7 +183,6 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     }
     uart_ = std::make_shared<Uart8250>(IrqLine(this, kSerialIrq), std::move(sink));
     KV_TRY(pio_bus_.insert(Uart8250::kCom1Base, Uart8250::kSize, uart_, "com1"));
-    (void)kRtcIrq;
     return {};
 }
 
