@@ -83,15 +83,17 @@ Result<std::unique_ptr<Vcpu>> Vcpu::create(VmFd& vm, uint32_t index, uint32_t nu
                                            VcpuEnv env) {
     auto fd = vm.create_vcpu(index);
     if (!fd) return fd.error();
-    std::unique_ptr<Vcpu> v(new Vcpu(index, std::move(fd).value(), std::move(env)));
-    // One package for the node's vCPUs (a single node for now): siblings in a package
-    // share their delay calibration instead of each recalibrating against jiffies.
+    // One package per node: siblings in a package share their delay calibration instead
+    // of each recalibrating against jiffies.
+    VcpuEnv::Topology topo = env.topology.value_or(
+        VcpuEnv::Topology{index, num_vcpus, bits_for(num_vcpus)});
+    std::unique_ptr<Vcpu> v(new Vcpu(index, topo.apic_id, std::move(fd).value(), std::move(env)));
     CpuidParams params;
     params.vcpu_index = index;
-    params.apic_id = index;
+    params.apic_id = topo.apic_id;
     params.num_vcpus = num_vcpus;
-    params.cores_per_package = num_vcpus;
-    params.core_bits = bits_for(num_vcpus);
+    params.cores_per_package = topo.cores_per_package;
+    params.core_bits = topo.core_bits;
     static const uint64_t host_xsave = host_xsave_components();
     params.host_xsave_mask = host_xsave;
     auto cpuid = filter_cpuid(supported, params);
@@ -108,11 +110,11 @@ Result<std::unique_ptr<Vcpu>> Vcpu::create(VmFd& vm, uint32_t index, uint32_t nu
     return v;
 }
 
-Vcpu::Vcpu(uint32_t index, VcpuFd fd, VcpuEnv env)
+Vcpu::Vcpu(uint32_t index, uint32_t apic_id, VcpuFd fd, VcpuEnv env)
     : index_(index),
       fd_(std::move(fd)),
       env_(std::move(env)),
-      lapic_(index, index,
+      lapic_(index, apic_id,
              Lapic::Callbacks{[this](const InterruptMessage& m) {
                                   if (env_.router) env_.router->route(m);
                               },

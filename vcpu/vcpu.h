@@ -51,6 +51,15 @@ struct VcpuEnv {
     std::function<uint8_t()> pic_acknowledge;
     // EOI of a level-triggered vector.
     std::function<void(uint8_t vector)> eoi_level;
+    // Topology (multi-node guests): the vCPUs of one node form one package of
+    // `cores_per_package` cores, APIC ID = node << core_bits | core. Unset: one package of
+    // every vCPU, APIC ID = index.
+    struct Topology {
+        uint32_t apic_id = 0;
+        uint32_t cores_per_package = 1;
+        uint32_t core_bits = 0;
+    };
+    std::optional<Topology> topology;
 };
 
 enum class VcpuState { WaitForSipi, Running, Stopped };
@@ -85,7 +94,7 @@ class Vcpu : public InterruptTarget {
     void print_counters(FILE* out) const;
 
   private:
-    Vcpu(uint32_t index, VcpuFd fd, VcpuEnv env);
+    Vcpu(uint32_t index, uint32_t apic_id, VcpuFd fd, VcpuEnv env);
     void thread_main();
     bool run_once();  // false when the vCPU stops
     void inject_pending();
