@@ -318,8 +318,9 @@ int main(int argc, char **argv) {
     kib[n] = mem_total_kib(rel);
     if (kib[n] > 0) sum_kib += kib[n];
     if (!nmem) {
-      printf("numa-check: info node%d MemTotal %.1f MiB (not checked: no --node-mem-mib)\n",
-             n, kib[n] / 1024.0);
+      if (kib[n] > 0)
+        printf("numa-check: info node%d MemTotal %.1f MiB (not checked: no --node-mem-mib)\n",
+               n, kib[n] / 1024.0);
       continue;
     }
     long share = mem[n] * slack_pct / 100 + 8 + (n == 0 ? slack_mib : 0);
