@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <chrono>
+#include <cstring>
 
 #include "base/log.h"
 
@@ -200,7 +201,8 @@ void CoherenceEngine::on_peer_lost(NodeId peer, const Error& why) {
 }
 
 Status CoherenceEngine::run_actions(uint64_t t0) {
-    for (const Action& a : actions_) {
+    for (size_t i = 0; i < actions_.size(); ++i) {
+        const Action& a = actions_[i];
         uint8_t* page = page_ptr(a.pfn);
         switch (a.op) {
             case Action::Op::Send: {
@@ -214,6 +216,24 @@ Status CoherenceEngine::run_actions(uint64_t t0) {
                 // neither faults nor races a writer.
                 if (a.payload == Action::Payload::LocalPage) payload = {page, kPageSize};
                 if (a.payload == Action::Payload::Data) payload = a.data;
+                // A Send followed by the Invalidate of the same page (a Grant or FetchReply
+                // that hands the page to a writer, then this node's copy dropped): drop the
+                // copy before the message leaves, sending a snapshot if the message carries
+                // it. Otherwise, between the send and the drop, the receiver may already
+                // write while a local access still reads the old copy (one writer or many
+                // readers; in the model the two are one step).
+                if (i + 1 < actions_.size() && actions_[i + 1].op == Action::Op::Invalidate &&
+                    actions_[i + 1].pfn == a.pfn) {
+                    thread_local uint8_t snapshot[kPageSize];
+                    if (a.payload == Action::Payload::LocalPage) {
+                        std::memcpy(snapshot, page, kPageSize);
+                        payload = {snapshot, kPageSize};
+                    }
+                    if (::madvise(page, kPageSize, MADV_DONTNEED) != 0)
+                        return Error::from_errno("madvise(MADV_DONTNEED) on guest RAM");
+                    counters_.local_invalidations.fetch_add(1, std::memory_order_relaxed);
+                    ++i;  // that Invalidate is done
+                }
                 if (!payload.empty()) counters_.pages_sent.fetch_add(1, std::memory_order_relaxed);
                 if (a.type == MsgType::Inv) {
                     counters_.invalidations_sent.fetch_add(1, std::memory_order_relaxed);
