@@ -34,6 +34,16 @@ kvt_dsm_entry:
     hlt
     jmp 1b
 
+/* vCPU benchmark entry (protocol.h, KVT_BENCH_ENTRY_GPA): RDI = vCPU index, RSP set. */
+    .org KVT_BENCH_ENTRY_GPA - KVT_IMAGE_GPA
+    .globl kvt_bench_entry
+kvt_bench_entry:
+    xor %ebp, %ebp
+    call kvt_bench_main
+1:  cli
+    hlt
+    jmp 1b
+
     .text
 /* Reloads CS and the data segments after the guest's own GDT was loaded. */
     .globl kvt_reload_segments

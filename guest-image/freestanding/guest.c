@@ -541,3 +541,88 @@ void __attribute__((noreturn, used)) kvt_dsm_main(uint64_t index) {
     dsm_barrier(&c);
     finish(c.failed ? KVT_EXIT_DSM_MISMATCH : KVT_EXIT_PASS);
 }
+
+/* ---- vCPU benchmark (protocol.h, "vCPU benchmark"; tests/dsmkvm/dsm_kvm_bench.cc) ---- */
+
+static inline uint64_t tsc_fenced(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("mfence; lfence; rdtsc; lfence" : "=a"(lo), "=d"(hi)::"memory");
+    return ((uint64_t)hi << 32) | lo;
+}
+
+static void bench_result(uint64_t cycles, uint64_t value) {
+    outl(KVT_PORT_BENCH_RESULT, (uint32_t)cycles);
+    outl(KVT_PORT_BENCH_RESULT, (uint32_t)(cycles >> 32));
+    outl(KVT_PORT_BENCH_RESULT, (uint32_t)value);
+    outl(KVT_PORT_BENCH_RESULT, (uint32_t)(value >> 32));
+}
+
+static inline volatile uint64_t* bench_word(void) {
+    return (volatile uint64_t*)(uintptr_t)inl(KVT_PORT_BENCH_ARG);
+}
+
+/* Two vCPUs on different nodes take turns: wait for 2r + parity, store one more. The
+ * spin backs off to port exits like dsm_wait_ge (the host may have fewer cores than
+ * vCPU, fault and receive threads). 0, or 1 when a wait ran past KVT_GUEST_WAIT_US. */
+static uint64_t bench_pingpong(volatile uint64_t* p, uint64_t parity, uint32_t rounds) {
+    for (uint64_t r = 0; r < rounds; ++r) {
+        const uint64_t mine = 2 * r + parity;
+        uint32_t start = clock_us();
+        for (uint32_t spins = 0; __atomic_load_n(p, __ATOMIC_ACQUIRE) != mine; ++spins) {
+            if (spins < 64)
+                cpu_relax();
+            else
+                outl(KVT_PORT_YIELD, spins);
+            if ((spins & 255) == 255 && clock_us() - start > KVT_GUEST_WAIT_US) return 1;
+        }
+        __atomic_store_n(p, mine + 1, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
+void __attribute__((noreturn, used)) kvt_bench_main(uint64_t index) {
+    (void)index;
+    for (;;) {
+        switch (inl(KVT_PORT_BENCH_CMD)) {
+            case KVT_BENCH_OP_CALIBRATE: {
+                uint32_t us = inl(KVT_PORT_BENCH_ARG);
+                uint32_t u0 = clock_us(), u1;
+                uint64_t c0 = tsc_fenced();
+                do u1 = clock_us();
+                while (u1 - u0 < us);
+                bench_result(tsc_fenced() - c0, u1 - u0);
+                break;
+            }
+            case KVT_BENCH_OP_READ: {
+                volatile uint64_t* p = bench_word();
+                uint64_t t0 = tsc_fenced();
+                uint64_t v = *p;
+                uint64_t t1 = tsc_fenced();
+                bench_result(t1 - t0, v);
+                break;
+            }
+            case KVT_BENCH_OP_WRITE: {
+                volatile uint64_t* p = bench_word();
+                uint64_t v = inl(KVT_PORT_BENCH_ARG);
+                uint64_t t0 = tsc_fenced();
+                *p = v;
+                uint64_t t1 = tsc_fenced();
+                bench_result(t1 - t0, 0);
+                break;
+            }
+            case KVT_BENCH_OP_PINGPONG: {
+                volatile uint64_t* p = bench_word();
+                uint64_t parity = inl(KVT_PORT_BENCH_ARG);
+                uint32_t rounds = inl(KVT_PORT_BENCH_ARG);
+                uint64_t t0 = tsc_fenced();
+                uint64_t failed = bench_pingpong(p, parity, rounds);
+                bench_result(tsc_fenced() - t0, failed);
+                break;
+            }
+            case KVT_BENCH_OP_EXIT:
+                finish(KVT_EXIT_PASS);
+            default:
+                finish(KVT_EXIT_BAD_SCENARIO);
+        }
+    }
+}

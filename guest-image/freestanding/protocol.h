@@ -108,6 +108,27 @@
 #define KVT_DSM_WORD_VMM 5      /* the value: home the last node; the ack: home node 0 */
 #define KVT_DSM_WORD_MP_ACK 8   /* + local index: each reader's ack, homed at its node */
 
+/* vCPU benchmark (tests/dsmkvm/dsm_kvm_bench.cc, docs/testing-dsm-kvm.md "Benchmark"):
+ * each vCPU is entered in long mode at KVT_BENCH_ENTRY_GPA (the VMM's boot GDT and page
+ * tables, RSP = a stack page of its own) and runs commands its VMM hands it: it reads an
+ * op from KVT_PORT_BENCH_CMD, the op's arguments from KVT_PORT_BENCH_ARG (one 4-byte read
+ * each), does it, and answers with four 4-byte writes to KVT_PORT_BENCH_RESULT: the TSC
+ * cycles the op took (low, high) and a value (low, high). The guest writes no memory of
+ * its own but its stack, so nothing else moves between nodes. Timed regions are
+ * "mfence; lfence; rdtsc; lfence" on both sides; the VMM converts cycles with
+ * KVT_BENCH_OP_CALIBRATE, which counts cycles against the clock port. */
+#define KVT_BENCH_ENTRY_GPA (KVT_IMAGE_GPA + 0x80)
+#define KVT_PORT_BENCH_CMD 0x508
+#define KVT_PORT_BENCH_ARG 0x509
+#define KVT_PORT_BENCH_RESULT 0x50A
+#define KVT_BENCH_OP_CALIBRATE 1 /* arg: microseconds; value: microseconds measured */
+#define KVT_BENCH_OP_READ 2      /* arg: gpa (8-byte word); timed load; value: what it read */
+#define KVT_BENCH_OP_WRITE 3     /* args: gpa, value; timed store */
+#define KVT_BENCH_OP_PINGPONG 4  /* args: gpa, parity, rounds: wait for 2r+parity, store
+                                    2r+parity+1; cycles of all rounds; value 0, or 1 if a
+                                    wait ran past KVT_GUEST_WAIT_US */
+#define KVT_BENCH_OP_EXIT 5      /* ends with KVT_EXIT_PASS */
+
 /* Bound on every wait inside the guest, in microseconds of host time. */
 #define KVT_GUEST_WAIT_US 5000000
 

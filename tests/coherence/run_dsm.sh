@@ -16,12 +16,12 @@ threads=${DSM_THREADS:-2} iters=${DSM_ITERS:-20000} rounds=${DSM_ROUNDS:-10000}
 tag=kv$$
 work=$(mktemp -d /tmp/kv-dsm.XXXXXX)
 pids=()
-ns_made=()
+. "$(dirname "$0")/netns.sh"  # kv_netns_up / kv_netns_down, shared with tests/dsmkvm
 
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
     wait 2>/dev/null
-    for ns in "${ns_made[@]}"; do ip netns del "$ns" 2>/dev/null; done
+    kv_netns_down
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -42,23 +42,12 @@ PY
 addr=()
 prefix=()
 if [ "$mode" = netns ]; then
-    hub=${tag}h
-    ip netns add "$hub" || fail "ip netns add"
-    ns_made+=("$hub")
-    ip -n "$hub" link add br0 type bridge && ip -n "$hub" link set br0 up || fail "bridge"
+    kv_netns_up "$tag" "$n" || fail "network namespaces"
+    IFS=, read -r -a ns_names <<<"$KV_NETNS_NAMES"
+    IFS=, read -r -a ns_addrs <<<"$KV_NETNS_ADDRS"
     for ((k = 0; k < n; k++)); do
-        ns=${tag}n$k
-        ip netns add "$ns" || fail "ip netns add $ns"
-        ns_made+=("$ns")
-        ip link add "${tag}a$k" netns "$ns" type veth peer name "${tag}b$k" netns "$hub" ||
-            fail "veth $k"
-        ip -n "$ns" addr add "10.199.0.$((k + 1))/24" dev "${tag}a$k"
-        ip -n "$ns" link set "${tag}a$k" up
-        ip -n "$ns" link set lo up
-        ip -n "$hub" link set "${tag}b$k" master br0
-        ip -n "$hub" link set "${tag}b$k" up
-        addr+=("10.199.0.$((k + 1)):7700")
-        prefix+=("ip netns exec $ns")
+        addr+=("${ns_addrs[$k]}:7700")
+        prefix+=("ip netns exec ${ns_names[$k]}")
     done
 else
     ports=($(pick_ports))

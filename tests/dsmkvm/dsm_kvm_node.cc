@@ -4,6 +4,10 @@
 //                   [--iters N] [--rounds R] [--pingpong-rounds R] [--vmm-rounds R]
 //                   [--timeout S] [--kvm PATH]
 //   kv-dsm-kvm-node --launch N [--per-node V] [...]   start N nodes on 127.0.0.1, check them
+//   kv-dsm-kvm-node --launch N --netns NS0,... --hosts A0,... [...]
+//                                                     node K in network namespace NSK
+//                                                     (a file such as /run/netns/x),
+//                                                     listening on address AK
 //   kv-dsm-kvm-node --probe [--kvm PATH]              can this KVM run the guest?
 //
 // A node opens its own KVM VM over 16 MiB of guest RAM kept coherent with the other nodes
@@ -21,6 +25,7 @@
 //
 // Exit status: 0 if every check passed; 1 with a one-line reason otherwise (2 for
 // coherence or transport errors, 3 for a timeout). Every wait is bounded.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -109,6 +114,8 @@ struct Config {
     std::string kvm = "/dev/kvm";
     std::vector<PeerAddress> peers;
     int listen_fd = -1;
+    std::vector<std::string> netns;  // launcher: node K's network namespace file
+    std::vector<std::string> hosts;  // launcher: node K's address (default 127.0.0.1)
     uint32_t total() const { return nodes * per_node; }
 };
 
@@ -684,28 +691,56 @@ struct Child {
 int launch(int argc, char** argv, uint32_t nodes, const Config& cfg) {
     g_who = "kv-dsm-kvm-node --launch";
     const auto t0 = Clock::now();
+    // With --netns, node k's listening socket is made in namespace k (a socket belongs to
+    // the namespace of the thread that creates it) and node k's process joins it before
+    // exec, so its connections leave from there too.
+    const bool in_netns = !cfg.netns.empty();
+    if (in_netns && cfg.netns.size() != nodes)
+        die(1, "--netns names " + std::to_string(cfg.netns.size()) + " namespaces for " +
+                   std::to_string(nodes) + " nodes");
+    if (!cfg.hosts.empty() && cfg.hosts.size() != nodes)
+        die(1, "--hosts names " + std::to_string(cfg.hosts.size()) + " addresses for " +
+                   std::to_string(nodes) + " nodes");
+    int home_ns = -1;
+    std::vector<int> ns_fds;
+    if (in_netns) {
+        home_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (home_ns < 0) die(2, std::string("/proc/self/ns/net: ") + std::strerror(errno));
+        for (const auto& path : cfg.netns) {
+            int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) die(2, "network namespace " + path + ": " + std::strerror(errno));
+            ns_fds.push_back(fd);
+        }
+    }
     std::vector<int> listeners;
     std::string peers;
     for (uint32_t k = 0; k < nodes; ++k) {
+        const std::string host = cfg.hosts.empty() ? "127.0.0.1" : cfg.hosts[k];
+        if (in_netns && setns(ns_fds[k], CLONE_NEWNET) != 0)
+            die(2, "setns " + cfg.netns[k] + ": " + std::strerror(errno));
         int s = socket(AF_INET, SOCK_STREAM, 0);  // inherited by node k (no CLOEXEC)
         sockaddr_in a{};
         a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1)
+            die(1, "--hosts: bad IPv4 address '" + host + "'");
         socklen_t len = sizeof a;
         if (s < 0 || bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
             listen(s, 16) != 0 || getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-            die(2, std::string("listening socket: ") + std::strerror(errno));
+            die(2, "listening socket on " + host + ": " + std::strerror(errno));
+        if (in_netns && setns(home_ns, CLONE_NEWNET) != 0)
+            die(2, std::string("setns back: ") + std::strerror(errno));
         listeners.push_back(s);
-        peers += (k ? "," : "") + std::string("127.0.0.1:") + std::to_string(ntohs(a.sin_port));
+        peers += (k ? "," : "") + host + ":" + std::to_string(ntohs(a.sin_port));
     }
-    // The node's own options: everything but --launch N.
+    // The node's own options: everything but --launch N, --netns and --hosts.
     std::vector<std::string> common;
     for (int i = 1; i < argc; ++i) {
-        if (std::string(argv[i]) == "--launch") {
+        const std::string a = argv[i];
+        if (a == "--launch" || a == "--netns" || a == "--hosts") {
             ++i;
             continue;
         }
-        common.push_back(argv[i]);
+        common.push_back(a);
     }
     std::vector<Child> kids(nodes);
     for (uint32_t k = 0; k < nodes; ++k) {
@@ -720,6 +755,11 @@ int launch(int argc, char** argv, uint32_t nodes, const Config& cfg) {
         if (pid == 0) {
             dup2(p[1], 1);
             dup2(p[1], 2);
+            if (in_netns && setns(ns_fds[k], CLONE_NEWNET) != 0) {
+                dprintf(2, "kv-dsm-kvm-node: node %u: setns %s: %s\n", k, cfg.netns[k].c_str(),
+                        std::strerror(errno));
+                _exit(126);
+            }
             for (uint32_t j = 0; j < nodes; ++j)
                 if (j != k) close(listeners[j]);
             std::vector<char*> av;
@@ -735,6 +775,8 @@ int launch(int argc, char** argv, uint32_t nodes, const Config& cfg) {
         if (kids[k].pidfd < 0) die(2, std::string("pidfd_open: ") + std::strerror(errno));
     }
     for (int s : listeners) close(s);
+    for (int fd : ns_fds) close(fd);
+    if (home_ns >= 0) close(home_ns);
 
     // Collect output and exits, bounded: the nodes bound themselves; this is the backstop.
     const auto deadline = Clock::now() + std::chrono::seconds(cfg.timeout_s + 30);
@@ -798,10 +840,21 @@ int launch(int argc, char** argv, uint32_t nodes, const Config& cfg) {
         std::string::npos)
         problems.push_back("node 0 did not report the vmm rounds");
     for (const auto& p : problems) std::printf("FAIL: %s\n", p.c_str());
-    std::printf("%s: %u nodes x %u vCPUs, %.2f s\n", problems.empty() ? "PASS" : "FAIL", nodes,
-                cfg.per_node, secs);
+    std::printf("%s: %u nodes x %u vCPUs%s, %.2f s\n", problems.empty() ? "PASS" : "FAIL", nodes,
+                cfg.per_node, in_netns ? ", each node in its own network namespace" : "", secs);
     std::fflush(stdout);
     return problems.empty() ? 0 : 1;
+}
+
+std::vector<std::string> split_commas(const std::string& s) {
+    std::vector<std::string> out;
+    size_t pos = 0;
+    for (;;) {
+        size_t comma = s.find(',', pos);
+        out.push_back(s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+        if (comma == std::string::npos) return out;
+        pos = comma + 1;
+    }
 }
 
 std::vector<PeerAddress> parse_peers(const std::string& s) {
@@ -852,6 +905,8 @@ int main_impl(int argc, char** argv) {
         else if (a == "--timeout") cfg.timeout_s = int(num());
         else if (a == "--kvm") cfg.kvm = val();
         else if (a == "--launch") launch_nodes = num();
+        else if (a == "--netns") cfg.netns = split_commas(val());
+        else if (a == "--hosts") cfg.hosts = split_commas(val());
         else if (a == "--probe") probe = true;
         else die(1, "unknown option " + a);
     }

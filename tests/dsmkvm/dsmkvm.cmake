@@ -16,6 +16,11 @@ add_executable(kv-dsm-kvm-node ${KV_DSM_DIR}/dsm_kvm_node.cc
   ${CMAKE_CURRENT_BINARY_DIR}/dsm_guest_image.S ${KV_DSM_GUEST_IMAGE})
 target_link_libraries(kv-dsm-kvm-node PRIVATE kv_vmm Threads::Threads)
 
+# The benchmark with vCPUs as CPUs (scripts/bench/dsm runs it where the probe passes).
+add_executable(kv-dsm-kvm-bench ${KV_DSM_DIR}/dsm_kvm_bench.cc
+  ${CMAKE_CURRENT_BINARY_DIR}/dsm_guest_image.S ${KV_DSM_GUEST_IMAGE})
+target_link_libraries(kv-dsm-kvm-bench PRIVATE kv_vmm Threads::Threads)
+
 # 2, 3 and 4 nodes with one vCPU each, and 2 nodes with two vCPUs each. run.sh runs the
 # launcher on this machine's /dev/kvm when the probe passes, otherwise inside one lab host.
 set(KV_DSM_RUN ${KV_DSM_DIR}/run.sh)
@@ -27,4 +32,15 @@ foreach(cfg 2:1 3:1 4:1 2:2)
   add_test(NAME ${name}
            COMMAND ${KV_DSM_RUN} $<TARGET_FILE:kv-dsm-kvm-node> --launch ${nodes} --per-node ${per})
   set_tests_properties(${name} PROPERTIES LABELS "coherence;kvm" TIMEOUT 900 RESOURCE_LOCK lab)
+endforeach()
+
+# The same scenarios with every node process in its own network namespace, joined by
+# veth pairs to a bridge (netns_launch.sh makes and removes them, inside the lab host on
+# the lab path): 2, 3 and 4 nodes with one vCPU each. Needs root.
+foreach(nodes 2 3 4)
+  set(name coherence.kvm.netns.${nodes}nodes)
+  add_test(NAME ${name}
+           COMMAND ${KV_DSM_RUN} --netns $<TARGET_FILE:kv-dsm-kvm-node> --launch ${nodes} --per-node 1)
+  set_tests_properties(${name} PROPERTIES LABELS "coherence;kvm;netns" TIMEOUT 900
+                       RESOURCE_LOCK lab)
 endforeach()
