@@ -158,7 +158,8 @@ class BenchVm : public IoHandler {
         std::unique_lock lk(mu_);
         if (!cv_.wait_for(lk, std::chrono::seconds(10), [&] { return exit_.has_value(); }))
             die(name_ + ": the vCPU did not exit");
-        if (*exit_ != KVT_EXIT_PASS) die(name_ + ": the guest ended with status " + std::to_string(*exit_));
+        if (*exit_ != KVT_EXIT_PASS)
+            die(name_ + ": the guest ended with status " + std::to_string(*exit_));
     }
 
     bool pio(uint16_t port, std::span<uint8_t> data, bool is_write) override {
@@ -168,7 +169,8 @@ class BenchVm : public IoHandler {
         auto give = [&](uint32_t v) { std::memcpy(data.data(), &v, sizeof v); };
         if ((port == KVT_PORT_BENCH_CMD || port == KVT_PORT_BENCH_ARG) && r4) {
             std::unique_lock lk(mu_);
-            if (port == KVT_PORT_BENCH_ARG && cmd_.empty()) die(name_ + ": the guest read a missing argument");
+            if (port == KVT_PORT_BENCH_ARG && cmd_.empty())
+                die(name_ + ": the guest read a missing argument");
             if (!cv_.wait_for(lk, std::chrono::seconds(120), [&] { return !cmd_.empty(); }))
                 die(name_ + ": no command for the vCPU in 120 s");
             give(cmd_.front());
@@ -326,9 +328,10 @@ class LocalResolver {
 
 void run(int samples, const std::string& kvm_path) {
     auto nodes = make_cluster();
-    std::printf("kv-dsm-kvm-bench: %u nodes over TCP on 127.0.0.1, vCPUs of the freestanding "
-                "guest on nodes 1 and 2 (%s), %d samples\n",
-                kNodes, kvm_path.c_str(), samples);
+    std::printf(
+        "kv-dsm-kvm-bench: %u nodes over TCP on 127.0.0.1, vCPUs of the freestanding "
+        "guest on nodes 1 and 2 (%s), %d samples\n",
+        kNodes, kvm_path.c_str(), samples);
     if (auto st = load_guest(*nodes[0].mem); !st) die("loading the guest: " + st.error().message);
     BenchVm v1("node 1", *nodes[1].mem), v2("node 2", *nodes[2].mem);
     if (auto st = v1.open(kvm_path, 1); !st) die("node 1's VM: " + st.error().message);
@@ -398,8 +401,8 @@ void run(int samples, const std::string& kvm_path) {
             if (v1.run({KVT_BENCH_OP_READ, uint32_t(pg * kPageSize)}).value != uint64_t(i))
                 die("upgrade: stale read");
             for (uint32_t n = 2; n <= 1 + k; ++n) (void)*nodes[n].word(pg);  // S copies
-            v.push_back(ns1(v1.run({KVT_BENCH_OP_WRITE, uint32_t(pg * kPageSize), uint32_t(i + 1)})
-                                .cycles));
+            v.push_back(ns1(
+                v1.run({KVT_BENCH_OP_WRITE, uint32_t(pg * kPageSize), uint32_t(i + 1)}).cycles));
             if (uint64_t got = *nodes[0].word(pg); got != uint64_t(i) + 1)
                 die("upgrade, " + std::to_string(k) + " sharers, sample " + std::to_string(i) +
                     ": the home read " + std::to_string(got) + ", the vCPU wrote " +
@@ -428,8 +431,8 @@ void run(int samples, const std::string& kvm_path) {
     vl.finish();
 
     auto us = [](double ns) { return ns / 1000.0; };
-    std::printf("TSC as the guests count it: %.3f / %.3f / %.3f GHz (nodes 1, 2, local VM)\n",
-                ghz1, ghz2, ghzl);
+    std::printf("TSC as the guests count it: %.3f / %.3f / %.3f GHz (nodes 1, 2, local VM)\n", ghz1,
+                ghz2, ghzl);
     std::printf(
         "floor: rtt_4k p50 %.1f us p99 %.1f us; vCPU local resolve p50 %.1f us p99 %.1f us; "
         "sum %.1f us\n",
