@@ -6,6 +6,7 @@
 namespace kv {
 namespace {
 std::atomic<LogLevel> g_level{LogLevel::Warn};
+char g_tag[32] = "";
 const char* name(LogLevel l) {
     switch (l) {
         case LogLevel::Debug: return "debug";
@@ -18,6 +19,7 @@ const char* name(LogLevel l) {
 }  // namespace
 
 void set_log_level(LogLevel level) { g_level = level; }
+void set_log_tag(const char* tag) { std::snprintf(g_tag, sizeof g_tag, "%s", tag); }
 LogLevel log_level() { return g_level; }
 
 void logf(LogLevel level, const char* fmt, ...) {
@@ -28,7 +30,7 @@ void logf(LogLevel level, const char* fmt, ...) {
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     // One fprintf per line keeps lines from different threads whole.
-    std::fprintf(stderr, "kerrvisor: %s: %s\n", name(level), buf);
+    std::fprintf(stderr, "kerrvisor%s: %s: %s\n", g_tag, name(level), buf);
 }
 
 }  // namespace kv

@@ -8,6 +8,8 @@ namespace kv {
 enum class LogLevel { Debug, Info, Warn, Error };
 
 void set_log_level(LogLevel level);
+// Names the process in every line ("kerrvisor[node 1]: ..."); empty: "kerrvisor: ...".
+void set_log_tag(const char* tag);
 LogLevel log_level();
 void logf(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 

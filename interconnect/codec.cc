@@ -27,6 +27,7 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Shutdown, "Shutdown", {Kind::Fixed, sizeof(ShutdownPayload)}},
     {MsgType::Ping, "Ping", {Kind::UpTo, kMaxPayload}},
     {MsgType::Pong, "Pong", {Kind::UpTo, kMaxPayload}},
+    {MsgType::Ready, "Ready", {Kind::Empty, 0}},
     {MsgType::ReadReq, "ReadReq", {Kind::Empty, 0}},
     {MsgType::WriteReq, "WriteReq", {Kind::Empty, 0}},
     {MsgType::Fetch, "Fetch", {Kind::Empty, 0}},

@@ -25,6 +25,7 @@ enum class MsgType : uint16_t {
     Shutdown = 0x0103,   // the guest stopped; payload: exit code and reason
     Ping = 0x0104,       // request/response round trip (benchmarks, liveness)
     Pong = 0x0105,
+    Ready = 0x0106,      // node -> I/O node: this node's vCPUs exist and wait for SIPI
     // coherence (memory/): `arg` is the guest page frame number
     ReadReq = 0x0201,    // requester -> home
     WriteReq = 0x0202,   // requester -> home (also upgrade S->M)

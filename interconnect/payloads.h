@@ -64,7 +64,7 @@ struct ApicIdUpdatePayload {
     uint32_t apic_id = 0;
     uint32_t ldr = 0;  // logical destination register
     uint32_t dfr = 0;  // destination format register
-    uint32_t reserved = 0;
+    uint32_t flags = 0;  // bit 0: the LAPIC is software-enabled (SVR bit 8)
 };
 static_assert(sizeof(ApicIdUpdatePayload) == 16);
 static_assert(offsetof(ApicIdUpdatePayload, ldr) == 4);
@@ -72,7 +72,9 @@ static_assert(offsetof(ApicIdUpdatePayload, dfr) == 8);
 
 // IoReq (vCPU node -> I/O node) and IoReply (back, same request_id, `data` filled for a
 // read). One record type for both so a reply can echo the request.
-enum class IoKind : uint8_t { Pio = 0, Mmio = 1 };
+// Eoi: a vCPU EOIed a level-triggered vector (`address` is the vector); the I/O node's
+// IOAPIC re-evaluates its pins. Sent as an IoReq; it has no reply.
+enum class IoKind : uint8_t { Pio = 0, Mmio = 1, Eoi = 2 };
 struct IoPayload {
     uint8_t kind = 0;      // IoKind
     uint8_t is_write = 0;  // 1 write, 0 read

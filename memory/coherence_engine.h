@@ -61,6 +61,8 @@ class CoherenceEngine : public MessageHandler {
     Status start(Transport& transport);
     // Stops the fault thread (idempotent). Call before the transport shuts down.
     void stop();
+    // The guest is stopping everywhere: a peer that leaves from now on is not an error.
+    void expect_peers_to_leave() { stopping_ = true; }
 
     // MessageHandler (the transport's receive thread).
     void on_start(Transport& transport) override;

@@ -8,6 +8,12 @@ IpiRouter::IpiRouter(uint32_t n) : table_(n), local_(n, nullptr) {
     for (uint32_t i = 0; i < n; ++i) table_[i] = Lapic::Addressing{uint8_t(i), 0, true, false};
 }
 
+IpiRouter::IpiRouter(const std::vector<uint8_t>& apic_ids)
+    : table_(apic_ids.size()), local_(apic_ids.size(), nullptr) {
+    for (size_t i = 0; i < apic_ids.size(); ++i)
+        table_[i] = Lapic::Addressing{apic_ids[i], 0, true, false};
+}
+
 void IpiRouter::attach_local(uint32_t vcpu, InterruptTarget* target) {
     std::lock_guard lk(mu_);
     local_.at(vcpu) = target;
@@ -19,8 +25,40 @@ void IpiRouter::set_remote_sink(std::function<void(uint32_t, const InterruptMess
 }
 
 void IpiRouter::update_addressing(uint32_t vcpu, const Lapic::Addressing& a) {
+    std::function<void(uint32_t, const Lapic::Addressing&)> listener;
+    {
+        std::lock_guard lk(mu_);
+        table_.at(vcpu) = a;
+        listener = addressing_listener_;
+    }
+    if (listener) listener(vcpu, a);
+}
+
+void IpiRouter::set_addressing_listener(std::function<void(uint32_t, const Lapic::Addressing&)> l) {
     std::lock_guard lk(mu_);
-    table_.at(vcpu) = a;
+    addressing_listener_ = std::move(l);
+}
+
+void IpiRouter::apply_remote_addressing(uint32_t vcpu, const Lapic::Addressing& a) {
+    std::lock_guard lk(mu_);
+    if (vcpu < table_.size() && !local_[vcpu]) table_[vcpu] = a;
+}
+
+bool IpiRouter::is_local(uint32_t vcpu) const {
+    std::lock_guard lk(mu_);
+    return vcpu < local_.size() && local_[vcpu] != nullptr;
+}
+
+bool IpiRouter::deliver_from_remote(uint32_t vcpu, const InterruptMessage& m) {
+    InterruptTarget* target = nullptr;
+    {
+        std::lock_guard lk(mu_);
+        if (vcpu < local_.size()) target = local_[vcpu];
+    }
+    if (!target) return false;
+    counters_.from_remote.fetch_add(1, std::memory_order_relaxed);
+    target->deliver(m);
+    return true;
 }
 
 std::vector<uint32_t> IpiRouter::targets(const InterruptMessage& m) const {
@@ -96,8 +134,11 @@ void IpiRouter::print_counters(FILE* out) const {
     for (size_t i = 0; i < 8; ++i)
         if (uint64_t c = counters_.by_mode[i].load())
             std::fprintf(out, " %s=%" PRIu64, names[i], c);
-    std::fprintf(out, " local=%" PRIu64 " remote=%" PRIu64 " dropped=%" PRIu64 "\n",
-                 counters_.local.load(), counters_.remote.load(), counters_.dropped.load());
+    std::fprintf(out,
+                 " local=%" PRIu64 " sent-remote=%" PRIu64 " received-remote=%" PRIu64
+                 " dropped=%" PRIu64 "\n",
+                 counters_.local.load(), counters_.remote.load(), counters_.from_remote.load(),
+                 counters_.dropped.load());
 }
 
 }  // namespace kv

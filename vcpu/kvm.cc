@@ -164,6 +164,16 @@ Status VcpuFd::interrupt(uint32_t vector) {
     return ioctl_status(fd_.get(), KVM_INTERRUPT, &irq, "KVM_INTERRUPT");
 }
 
+Status VcpuFd::set_tsc_offset(uint64_t offset) {
+    kvm_device_attr attr{};
+    attr.group = KVM_VCPU_TSC_CTRL;
+    attr.attr = KVM_VCPU_TSC_OFFSET;
+    attr.addr = reinterpret_cast<uint64_t>(&offset);
+    if (::ioctl(fd_.get(), KVM_SET_DEVICE_ATTR, &attr) < 0)
+        return Error::from_errno("KVM_SET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET)");
+    return {};
+}
+
 Status VcpuFd::nmi() {
     if (::ioctl(fd_.get(), KVM_NMI, 0) < 0) return Error::from_errno("KVM_NMI");
     return {};

@@ -69,6 +69,8 @@ class VcpuFd {
     Status get_vcpu_events(kvm_vcpu_events& e) const;
     Status set_vcpu_events(const kvm_vcpu_events& e);
     Result<uint32_t> get_tsc_khz() const;
+    // The guest TSC is the host TSC plus `offset` (KVM_VCPU_TSC_OFFSET, Linux 5.16+).
+    Status set_tsc_offset(uint64_t offset);
     int fd() const { return fd_.get(); }
 
   private:

@@ -7,10 +7,14 @@
 #include <string_view>
 
 #include "base/log.h"
+#include "interconnect/auth.h"
+#include "interconnect/transport_factory.h"
+#include "memory/coherence_engine.h"
 #include "vcpu/tsc.h"
 #include "vmm/boot/acpi.h"
 #include "vmm/boot/linux_loader.h"
 #include "vmm/cmdline.h"
+#include "vmm/config/cluster.h"
 #include "vmm/devices/acpi_pm.h"
 #include "vmm/devices/console.h"
 #include "vmm/devices/i8042.h"
@@ -22,6 +26,7 @@
 #include "vmm/devices/pvpanic.h"
 #include "vmm/devices/rtc_cmos.h"
 #include "vmm/devices/uart_8250.h"
+#include "vmm/node/node_link.h"
 
 namespace kv {
 
@@ -33,41 +38,160 @@ constexpr uint8_t kSerialIrq = 4, kSciIrq = 9;  // the RTC raises no interrupt (
 
 }  // namespace
 
-Result<std::unique_ptr<Machine>> Machine::create(const config::VmConfig& cfg) {
+Result<std::unique_ptr<Machine>> Machine::create(const config::VmConfig& cfg,
+                                                 const std::optional<ConfigDigest>& digest) {
     std::unique_ptr<Machine> m(new Machine());
-    KV_TRY(m->build(cfg));
+    KV_TRY(m->build(cfg, digest));
     return m;
 }
 
 Machine::~Machine() {
+    shut_down();
+}
+
+void Machine::shut_down() {
     for (auto& v : vcpus_) v->request_stop();
+    if (link_) link_->close();  // vCPUs waiting for forwarded I/O give up
+    if (engine_) engine_->expect_peers_to_leave();
+    if (transport_) transport_->shutdown();
+    if (engine_) {
+        // Closing the userfaultfd wakes vCPUs blocked on a page that will never come.
+        engine_->stop();
+        dsm_stats_ = engine_->stats();
+        engine_.reset();
+    }
     for (auto& v : vcpus_) v->join();
     if (pit_) pit_->stop();
     console_.reset();
 }
 
-Status Machine::build(const config::VmConfig& cfg) {
+Status Machine::connect_cluster(const std::optional<ConfigDigest>& given) {
+    const config::Cluster& cl = cfg_.cluster;
+    ConfigDigest digest{};
+    if (given) {
+        digest = *given;
+    } else {
+        auto d = config::config_digest(cfg_);
+        if (!d) return d.error();
+        digest = *d;
+    }
+    auth_ = std::make_unique<ClusterKeyAuth>(self_, cl.key, digest);
+    NodeLink::Host host;
+    host.deliver_ipi = [this](uint32_t vcpu, const InterruptMessage& m) {
+        if (!router_->deliver_from_remote(vcpu, m))
+            request_stop(StopReason::Failed, "an interrupt for vCPU " + std::to_string(vcpu) +
+                                                 " reached node " + std::to_string(self_) +
+                                                 ", which does not run it");
+    };
+    host.apply_addressing = [this](uint32_t vcpu, const Lapic::Addressing& a) {
+        router_->apply_remote_addressing(vcpu, a);
+    };
+    host.serve_io = [this](IoKind kind, uint64_t addr, std::span<uint8_t> data, bool write) {
+        if (kind == IoKind::Pio)
+            return write ? pio_bus_.write(uint16_t(addr), data)
+                         : pio_bus_.read(uint16_t(addr), data);
+        return write ? mmio_bus_.write(addr, data) : mmio_bus_.read(addr, data);
+    };
+    host.serve_eoi = [this](uint8_t vec) { ioapic_->eoi(vec); };
+    host.stop = [this](StopReason r, std::string why) { request_stop(r, std::move(why)); };
+    link_ = std::make_unique<NodeLink>(self_, topo_.num_nodes, std::move(host));
+
+    CoherenceEngine::Options eo;
+    eo.self = self_;
+    eo.num_nodes = topo_.num_nodes;
+    eo.homes = cluster_homes(cl);
+    eo.on_error = [this](const Error& e) {
+        request_stop(StopReason::Failed, "guest memory: " + e.message);
+    };
+    eo.next = link_.get();
+    auto engine = CoherenceEngine::create(*mem_, std::move(eo));
+    if (!engine) return Error{"guest memory: " + engine.error().message};
+    engine_ = std::move(engine).value();
+
+    KV_INFO("node %u: connecting to %zu other node(s)", self_, cl.nodes.size() - 1);
+    auto t = make_transport(cl.transport, config::transport_options(cfg_, digest, auth_.get()),
+                            engine_.get());
+    if (!t) return Error{"node " + std::to_string(self_) + ": " + t.error().message};
+    transport_ = std::move(t).value();
+    link_->attach(*transport_);
+    KV_TRY(engine_->start(*transport_));
+    router_->set_remote_sink([this](uint32_t vcpu, const InterruptMessage& m) {
+        link_->send_ipi(topo_.node_of[vcpu], vcpu, m);
+    });
+    router_->set_addressing_listener(
+        [this](uint32_t vcpu, const Lapic::Addressing& a) { link_->announce_addressing(vcpu, a); });
+    return {};
+}
+
+Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDigest>& digest) {
     cfg_ = cfg;
-    const uint32_t n = cfg.vcpus;
+    multi_ = cfg.cluster.enabled();
+    self_ = multi_ ? cfg.cluster.self : 0;
+    topo_ = multi_ ? GuestTopology::of(cfg.cluster) : GuestTopology::single(cfg.vcpus);
+    if (topo_.num_vcpus() > 0 && topo_.max_apic_id() >= 0xFE)
+        return Error{"vcpus: the nodes' vCPUs need APIC IDs up to " +
+                     std::to_string(topo_.max_apic_id()) +
+                     ", more than xAPIC allows (254 with the IOAPIC's)"};
+    if (multi_) {
+        config::VcpuRange r = cfg.cluster.node_vcpus(self_);
+        first_vcpu_ = r.first;
+        local_vcpus_ = r.count;
+    } else {
+        first_vcpu_ = 0;
+        local_vcpus_ = cfg.vcpus;
+    }
     // The user's input (memory, kernel, initrd) is checked before KVM is needed, so a
     // machine without a usable /dev/kvm still reports a bad kernel as such.
     auto mem = GuestMemory::create(cfg.memory);
     if (!mem) return Error{"memory: " + mem.error().message};
     mem_.emplace(std::move(mem).value());
-    router_ = std::make_unique<IpiRouter>(n);
-    ioapic_ = std::make_shared<Ioapic>(uint8_t(n), *router_);
-    pic_ = std::make_shared<Pic8259>([this](bool level) {
-        // The PIC's INT pin is wired to the BSP's LINT0.
-        if (!vcpus_.empty()) vcpus_[0]->set_extint(level);
-    });
-    KV_TRY(setup_devices(cfg));
-    auto rsdp = boot::write_acpi_tables(*mem_, boot::AcpiConfig::single_node(*mem_, n));
-    if (!rsdp) return rsdp.error();
+    router_ = std::make_unique<IpiRouter>(topo_.apic_ids);
+    if (io_node()) {
+        ioapic_ = std::make_shared<Ioapic>(uint8_t(topo_.max_apic_id() + 1), *router_);
+        pic_ = std::make_shared<Pic8259>([this](bool level) {
+            // The PIC's INT pin is wired to the BSP's LINT0.
+            if (!vcpus_.empty()) vcpus_[0]->set_extint(level);
+        });
+        KV_TRY(setup_devices(cfg));
+    }
+    // Guest memory is coherent from here on: the transport is up and node 0's writes
+    // below fault through the coherence engine like any other access.
+    if (multi_) KV_TRY(connect_cluster(digest));
+
+    Result<Gpa> rsdp = Gpa(0);
+    if (io_node()) {
+        rsdp = boot::write_acpi_tables(*mem_,
+                                       multi_ ? cluster_acpi_config(*mem_, cfg.cluster, topo_)
+                                              : boot::AcpiConfig::single_node(*mem_, cfg.vcpus));
+        if (!rsdp) return rsdp.error();
+    }
+
+    if (multi_) {
+        const auto deadline = std::chrono::steady_clock::now() + cfg.cluster.connect_timeout;
+        if (io_node()) {
+            // The guest TSC counts from node 0's start-up, on node 0's host TSC.
+            uint64_t base = __builtin_ia32_rdtsc();
+            link_->set_tsc_base(base);
+            tsc_offset_ = uint64_t(0) - base;
+        } else {
+            auto sync = link_->sync_tsc(cfg.cluster.local, 32, deadline);
+            if (!sync) return Error{"node " + std::to_string(self_) + ": " + sync.error().message};
+            tsc_offset_ = sync->kvm_offset;
+            KV_INFO("node %u: TSC %+lld ticks from node 0's (best round trip %llu ticks)", self_,
+                    static_cast<long long>(sync->host_delta),
+                    static_cast<unsigned long long>(sync->best_rtt));
+        }
+    }
 
     auto kvm = Kvm::open();
     if (kvm) {
         kvm_.emplace(std::move(kvm).value());
-        KV_TRY(create_vm_and_vcpus(n));
+        KV_TRY(create_vm_and_vcpus());
+    }
+    if (!io_node()) {
+        if (!kvm) return kvm.error();
+        // This node's vCPUs exist and wait for INIT/SIPI from the BSP on node 0.
+        return link_->send_ready();
     }
 
     // Without kvmclock the guest must be told its TSC frequency, or it calibrates against
@@ -97,10 +221,14 @@ Status Machine::build(const config::VmConfig& cfg) {
     KV_TRY(vcpus_[0]->fd().get_sregs(sregs));
     info->cpu.apply(regs, sregs);
     KV_TRY(vcpus_[0]->set_boot_state(regs, sregs));
+    // The BSP starts once every other node's vCPUs can take its INIT/SIPI.
+    if (multi_)
+        KV_TRY(link_->wait_ready(std::chrono::steady_clock::now() + cfg.cluster.connect_timeout));
     return {};
 }
 
-Status Machine::create_vm_and_vcpus(uint32_t n) {
+Status Machine::create_vm_and_vcpus() {
+    const uint32_t n = local_vcpus_;
     auto max = kvm_->check_extension(KVM_CAP_MAX_VCPUS);
     if (max && *max > 0 && n > uint32_t(*max))
         return Error{"vcpus: " + std::to_string(n) + " is more than this host's KVM allows (" +
@@ -115,17 +243,29 @@ Status Machine::create_vm_and_vcpus(uint32_t n) {
 
     auto supported = kvm_->supported_cpuid();
     if (!supported) return supported.error();
-    for (uint32_t i = 0; i < n; ++i) {
+    for (uint32_t i = first_vcpu_; i < first_vcpu_ + n; ++i) {
         VcpuEnv env;
         env.io = this;
         env.router = router_.get();
         env.fatal = [this](uint32_t, bool guest_fault, const std::string& why) {
-            request_stop(guest_fault ? StopReason::Crashed : StopReason::Failed, why);
+            request_stop(guest_fault ? StopReason::Crashed : StopReason::Failed,
+                         multi_ ? why + " (node " + std::to_string(self_) + ")" : why);
         };
-        env.pic_acknowledge = [this] { return pic_->acknowledge(); };
-        env.eoi_level = [this](uint8_t vec) { ioapic_->eoi(vec); };
-        auto v = Vcpu::create(vm_, i, n, *supported, std::move(env));
+        if (io_node()) {
+            env.pic_acknowledge = [this] { return pic_->acknowledge(); };
+            env.eoi_level = [this](uint8_t vec) { ioapic_->eoi(vec); };
+        } else {
+            env.eoi_level = [this](uint8_t vec) { link_->forward_eoi(vec); };
+        }
+        if (multi_)
+            env.topology = VcpuEnv::Topology{topo_.apic_ids[i], topo_.max_cores, topo_.core_bits};
+        auto v = Vcpu::create(vm_, i, topo_.num_vcpus(), *supported, std::move(env));
         if (!v) return Error{"vCPU " + std::to_string(i) + ": " + v.error().message};
+        if (tsc_offset_) {
+            // One guest TSC on every node: node 0's host TSC, counted from its start-up.
+            if (auto st = (*v)->fd().set_tsc_offset(*tsc_offset_); !st)
+                return Error{"vCPU " + std::to_string(i) + ": " + st.error().message};
+        }
         router_->attach_local(i, v->get());
         vcpus_.push_back(std::move(v).value());
     }
@@ -187,11 +327,13 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
 }
 
 bool Machine::pio(uint16_t port, std::span<uint8_t> data, bool is_write) {
+    if (!io_node()) return link_->forward_io(IoKind::Pio, port, data, is_write);
     if (is_write) return pio_bus_.write(port, data);
     return pio_bus_.read(port, data);
 }
 
 bool Machine::mmio(uint64_t addr, std::span<uint8_t> data, bool is_write) {
+    if (!io_node()) return link_->forward_io(IoKind::Mmio, addr, data, is_write);
     if (is_write) return mmio_bus_.write(addr, data);
     return mmio_bus_.read(addr, data);
 }
@@ -202,38 +344,45 @@ void Machine::set_irq(uint32_t irq, bool level) {
 }
 
 void Machine::request_stop(StopReason reason, std::string detail) {
-    std::lock_guard lk(stop_mu_);
-    if (stop_) return;  // the first reason wins
-    stop_ = StopEvent{reason, std::move(detail)};
-    stop_cv_.notify_all();
+    {
+        std::lock_guard lk(stop_mu_);
+        if (stop_) return;  // the first reason wins
+        stop_ = StopEvent{reason, detail};
+        stop_cv_.notify_all();
+    }
+    // The other nodes stop too, for the same reason (nothing is sent if the stop came
+    // from one of them).
+    if (link_) link_->broadcast_stop(reason, detail);
 }
 
 StopEvent Machine::run() {
-    if (cfg_.console.kind == config::ConsoleKind::Stdio) {
+    if (uart_ && cfg_.console.kind == config::ConsoleKind::Stdio) {
         auto c = Console::start(*uart_, [this] {
             request_stop(StopReason::UserQuit, "quit from the console (Ctrl-A x)");
         });
         if (!c) return StopEvent{StopReason::Failed, "console: " + c.error().message};
         console_ = std::move(c).value();
     }
-    if (auto s = pit_->start(); !s)
-        return StopEvent{StopReason::Failed, "pit: " + s.error().message};
-    for (size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->start(i == 0);
+    if (pit_) {
+        if (auto s = pit_->start(); !s)
+            return StopEvent{StopReason::Failed, "pit: " + s.error().message};
+    }
+    for (size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->start(vcpus_[i]->index() == 0);
     std::unique_lock lk(stop_mu_);
     stop_cv_.wait(lk, [&] { return stop_.has_value(); });
     StopEvent ev = *stop_;
     lk.unlock();
-    for (auto& v : vcpus_) v->request_stop();
-    for (auto& v : vcpus_) v->join();
-    pit_->stop();
-    console_.reset();
+    shut_down();
     return ev;
 }
 
 void Machine::print_stats(FILE* out) const {
+    if (multi_) std::fprintf(out, "--- node %u ---\n", self_);
     for (const auto& v : vcpus_) v->print_counters(out);
     router_->print_counters(out);
-    std::fprintf(out, "ioapic: interrupts raised=%" PRIu64 "\n", ioapic_->raised());
+    if (ioapic_) std::fprintf(out, "ioapic: interrupts raised=%" PRIu64 "\n", ioapic_->raised());
+    if (link_) link_->print_counters(out);
+    if (dsm_stats_) dsm_stats_->print(out);
 }
 
 }  // namespace kv

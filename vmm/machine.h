@@ -12,6 +12,8 @@
 
 #include "base/fd.h"
 #include "base/result.h"
+#include "interconnect/transport_options.h"
+#include "memory/dsm_stats.h"
 #include "memory/guest_memory.h"
 #include "vcpu/ipi_router.h"
 #include "vcpu/kvm.h"
@@ -19,6 +21,8 @@
 #include "vmm/config/config.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/irq.h"
+#include "vmm/node/topology.h"
+#include "vmm/stop.h"
 
 namespace kv {
 
@@ -27,25 +31,20 @@ class Pic8259;
 class Pit8254;
 class Uart8250;
 class Console;
-
-// Why run() returned.
-enum class StopReason {
-    PowerOff,  // ACPI S5
-    Reset,     // reset register, keyboard controller
-    Crashed,   // triple fault, guest panic
-    Failed,    // the VMM could not go on (KVM error)
-    UserQuit,  // Ctrl-A x on the console
-};
-
-struct StopEvent {
-    StopReason reason = StopReason::PowerOff;
-    std::string detail;
-};
+class NodeLink;
+class CoherenceEngine;
+class Transport;
+class AuthHook;
 
 class Machine : public IoHandler, public IrqChip {
   public:
     // Errors from bad input (kernel, initrd, memory, vcpus) start with the key at fault.
-    static Result<std::unique_ptr<Machine>> create(const config::VmConfig& cfg);
+    // A multi-node guest (cfg.cluster.enabled()) runs node cfg.cluster.self: create()
+    // connects to the other nodes (their TSCs aligned, node 0 loading the kernel) and
+    // returns once the guest can start. `digest` is the cluster's config digest when the
+    // caller has computed it already (--local); otherwise create() computes it.
+    static Result<std::unique_ptr<Machine>> create(const config::VmConfig& cfg,
+                                                   const std::optional<ConfigDigest>& digest = {});
     ~Machine() override;
 
     StopEvent run();
@@ -62,14 +61,30 @@ class Machine : public IoHandler, public IrqChip {
 
   private:
     Machine() = default;
-    Status build(const config::VmConfig& cfg);
+    Status build(const config::VmConfig& cfg, const std::optional<ConfigDigest>& digest);
+    Status connect_cluster(const std::optional<ConfigDigest>& digest);
     Status setup_devices(const config::VmConfig& cfg);
-    Status create_vm_and_vcpus(uint32_t n);
+    Status create_vm_and_vcpus();
+    bool io_node() const { return self_ == 0; }
+    // Stops the vCPUs and tears the node's links down (run()'s end and the destructor).
+    void shut_down();
 
     config::VmConfig cfg_;
+    uint32_t self_ = 0;   // this node (0 for a single-node guest)
+    bool multi_ = false;  // a multi-node guest
+    GuestTopology topo_;
+    uint32_t first_vcpu_ = 0, local_vcpus_ = 0;  // this node's vCPUs
+    std::optional<uint64_t> tsc_offset_;         // KVM TSC offset of this node's vCPUs
     std::optional<Kvm> kvm_;
     VmFd vm_;
     std::optional<GuestMemory> mem_;
+    // Multi-node: the link to the other nodes, the coherence engine over mem_, the
+    // transport that carries both (destroyed in shut_down(), in reverse order).
+    std::unique_ptr<AuthHook> auth_;
+    std::unique_ptr<NodeLink> link_;
+    std::unique_ptr<CoherenceEngine> engine_;
+    std::unique_ptr<Transport> transport_;
+    std::optional<DsmStats> dsm_stats_;  // the engine's counters, kept when it goes
     std::unique_ptr<IpiRouter> router_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     Bus pio_bus_, mmio_bus_;
