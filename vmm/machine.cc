@@ -95,6 +95,13 @@ Status Machine::connect_cluster(const std::optional<ConfigDigest>& given) {
     host.serve_eoi = [this](uint8_t vec) { ioapic_->eoi(vec); };
     host.stop = [this](StopReason r, std::string why) { request_stop(r, std::move(why)); };
     link_ = std::make_unique<NodeLink>(self_, topo_.num_nodes, std::move(host));
+    if (io_node()) {
+        // The guest TSC counts from node 0's start-up, on node 0's host TSC; set before
+        // any node can ask for it.
+        uint64_t base = __builtin_ia32_rdtsc();
+        link_->set_tsc_base(base);
+        tsc_offset_ = uint64_t(0) - base;
+    }
 
     CoherenceEngine::Options eo;
     eo.self = self_;
@@ -168,12 +175,7 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
 
     if (multi_) {
         const auto deadline = std::chrono::steady_clock::now() + cfg.cluster.connect_timeout;
-        if (io_node()) {
-            // The guest TSC counts from node 0's start-up, on node 0's host TSC.
-            uint64_t base = __builtin_ia32_rdtsc();
-            link_->set_tsc_base(base);
-            tsc_offset_ = uint64_t(0) - base;
-        } else {
+        if (!io_node()) {
             auto sync = link_->sync_tsc(cfg.cluster.local, 32, deadline);
             if (!sync) return Error{"node " + std::to_string(self_) + ": " + sync.error().message};
             tsc_offset_ = sync->kvm_offset;
