@@ -271,6 +271,13 @@ Status Machine::create_vm_and_vcpus() {
         router_->attach_local(i, v->get());
         vcpus_.push_back(std::move(v).value());
     }
+    if (tsc_offset_ && !vcpus_.empty()) {
+        std::vector<kvm_msr_entry> tsc{kvm_msr_entry{0x10, 0, 0}};  // IA32_TIME_STAMP_COUNTER
+        if (vcpus_[0]->fd().get_msrs(tsc))
+            KV_INFO("node %u: guest TSC %llu at host TSC %llu", self_,
+                    static_cast<unsigned long long>(tsc[0].data),
+                    static_cast<unsigned long long>(__builtin_ia32_rdtsc()));
+    }
     return {};
 }
 
