@@ -2,9 +2,11 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstring>
 
@@ -34,6 +36,9 @@ void install_kick_handler() {
         sigaction(kKickSignal, &sa, nullptr);
     });
 }
+
+// Set when a guest crashed: every vCPU thread prints its exit history as it ends.
+std::atomic<bool> g_dump_history{false};
 
 constexpr uint32_t kMsrMiscEnable = 0x1A0;
 constexpr uint32_t kMsrMtrrDefType = 0x2FF;
@@ -85,8 +90,8 @@ Result<std::unique_ptr<Vcpu>> Vcpu::create(VmFd& vm, uint32_t index, uint32_t nu
     if (!fd) return fd.error();
     // One package per node: siblings in a package share their delay calibration instead
     // of each recalibrating against jiffies.
-    VcpuEnv::Topology topo = env.topology.value_or(
-        VcpuEnv::Topology{index, num_vcpus, bits_for(num_vcpus)});
+    VcpuEnv::Topology topo =
+        env.topology.value_or(VcpuEnv::Topology{index, num_vcpus, bits_for(num_vcpus)});
     std::unique_ptr<Vcpu> v(new Vcpu(index, topo.apic_id, std::move(fd).value(), std::move(env)));
     CpuidParams params;
     params.vcpu_index = index;
@@ -107,6 +112,14 @@ Result<std::unique_ptr<Vcpu>> Vcpu::create(VmFd& vm, uint32_t index, uint32_t nu
     KV_TRY(v->fd_.get_regs(v->reset_regs_));
     KV_TRY(v->fd_.get_sregs(v->reset_sregs_));
     KV_TRY(v->fd_.get_fpu(v->reset_fpu_));
+    // The exit history records the registers KVM copies out at every exit (cheap next to
+    // the exit itself); without KVM_CAP_SYNC_REGS it records the exits only.
+    constexpr uint64_t kSync = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS;
+    int caps = ::ioctl(vm.fd(), KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+    if (caps > 0 && (uint64_t(caps) & kSync) == kSync) {
+        v->fd_.run_page()->kvm_valid_regs = kSync;
+        v->sync_regs_ = true;
+    }
     return v;
 }
 
@@ -294,16 +307,22 @@ void Vcpu::wait_halted() {
 
 void Vcpu::inject_pending() {
     kvm_run* run = fd_.run_page();
+    pending_record_ = ExitRecord{};
     if (nmi_pending_.exchange(false, std::memory_order_acq_rel)) {
-        if (fd_.nmi().ok()) counters_.nmis_injected.fetch_add(1, std::memory_order_relaxed);
+        if (fd_.nmi().ok()) {
+            counters_.nmis_injected.fetch_add(1, std::memory_order_relaxed);
+            pending_record_.nmi = 1;
+        }
     }
     bool can_inject = run->ready_for_interrupt_injection && run->if_flag;
     bool want = false;
     if (extint_.load(std::memory_order_acquire) && lapic_.lint0_extint() && env_.pic_acknowledge) {
         if (can_inject) {
             uint8_t vec = env_.pic_acknowledge();
-            if (fd_.interrupt(vec).ok())
+            if (fd_.interrupt(vec).ok()) {
                 counters_.interrupts_injected.fetch_add(1, std::memory_order_relaxed);
+                pending_record_.injected = vec;
+            }
             can_inject = false;
         }
         want = true;
@@ -311,14 +330,19 @@ void Vcpu::inject_pending() {
     if (auto vec = lapic_.pending_vector()) {
         if (can_inject) {
             lapic_.ack(*vec);
-            if (fd_.interrupt(*vec).ok())
+            if (fd_.interrupt(*vec).ok()) {
                 counters_.interrupts_injected.fetch_add(1, std::memory_order_relaxed);
+                pending_record_.injected = *vec;
+            }
             want = lapic_.pending_vector().has_value();
         } else {
             want = true;
         }
     }
     run->request_interrupt_window = want ? 1 : 0;
+    pending_record_.window = want ? 1 : 0;
+    pending_record_.if_flag = run->if_flag;
+    pending_record_.ready = run->ready_for_interrupt_injection;
 }
 
 void Vcpu::thread_main() {
@@ -337,6 +361,7 @@ void Vcpu::thread_main() {
 
     while (run_once()) {
     }
+    if (g_dump_history.load(std::memory_order_acquire)) print_exit_history(stderr);
     {
         std::lock_guard lk(mu_);
         state_ = VcpuState::Stopped;
@@ -367,6 +392,7 @@ bool Vcpu::run_once() {
     run->cr8 = lapic_.tpr() >> 4;
     inject_pending();
     int err = fd_.run();
+    record_exit(err);
     lapic_.set_tpr(uint8_t((run->cr8 & 0xF) << 4) | (lapic_.tpr() & 0xF));
     if (err == EINTR || err == EAGAIN) {
         run->immediate_exit = 0;
@@ -400,6 +426,7 @@ bool Vcpu::handle_exit() {
         case KVM_EXIT_SHUTDOWN: {
             // No RIP in the message: on AMD, KVM resets the vCPU before it reports a
             // shutdown (the VMCB is undefined after one), so the registers say 0xfff0.
+            g_dump_history.store(true, std::memory_order_release);
             if (env_.fatal)
                 env_.fatal(index_, true, "guest triple fault on vCPU " + std::to_string(index_));
             return false;
@@ -462,6 +489,86 @@ void Vcpu::handle_mmio(kvm_run* run) {
     if (!handled) {
         counters_.mmio_unhandled.fetch_add(1, std::memory_order_relaxed);
         if (!run->mmio.is_write) std::memset(data.data(), 0xFF, data.size());
+    }
+}
+
+void Vcpu::record_exit(int err) {
+    const kvm_run* run = fd_.run_page();
+    ExitRecord r = pending_record_;
+    r.seq = ++history_seq_;
+    r.t_ns = monotonic_ns();
+    r.reason = err == 0 ? run->exit_reason : KVM_EXIT_INTR;
+    if (err == 0 && sync_regs_) {
+        const auto& regs = run->s.regs.regs;
+        const auto& sregs = run->s.regs.sregs;
+        r.rip = regs.rip;
+        r.rsp = regs.rsp;
+        r.rflags = regs.rflags;
+        r.cr0 = sregs.cr0;
+        r.cr3 = sregs.cr3;
+        r.cr4 = sregs.cr4;
+        r.efer = sregs.efer;
+        r.cs = sregs.cs.selector;
+        r.cpl = sregs.ss.dpl;
+        r.ev = run->s.regs.events;
+    }
+    if (err == 0 && run->exit_reason == KVM_EXIT_IO) {
+        r.addr = run->io.port;
+        r.len = run->io.size;
+        r.write = run->io.direction == KVM_EXIT_IO_OUT;
+        if (r.write && run->io.count == 1)
+            std::memcpy(&r.data, reinterpret_cast<const uint8_t*>(run) + run->io.data_offset,
+                        std::min<size_t>(run->io.size, 8));
+    } else if (err == 0 && run->exit_reason == KVM_EXIT_MMIO) {
+        r.addr = run->mmio.phys_addr;
+        r.len = uint8_t(run->mmio.len);
+        r.write = run->mmio.is_write;
+        if (r.write) std::memcpy(&r.data, run->mmio.data, std::min<size_t>(run->mmio.len, 8));
+    }
+    history_[r.seq % kExitHistory] = r;
+}
+
+void Vcpu::print_exit_history(FILE* out) const {
+    uint64_t last = history_seq_;
+    uint64_t first = last >= kExitHistory ? last - kExitHistory + 1 : 1;
+    if (last == 0) return;
+    const uint64_t t_end = history_[last % kExitHistory].t_ns;
+    std::fprintf(out,
+                 "vcpu%u: last %" PRIu64 " of %" PRIu64
+                 " exits (oldest first, t = us before the last)%s\n",
+                 index_, last - first + 1, last,
+                 sync_regs_ ? "" : " (no registers: KVM_CAP_SYNC_REGS missing)");
+    for (uint64_t s = first; s <= last; ++s) {
+        const ExitRecord& r = history_[s % kExitHistory];
+        char buf[512];
+        int n = std::snprintf(buf, sizeof buf,
+                              "vcpu%u: #%" PRIu64 " -%" PRIu64 "us %-10s rip=%016" PRIx64
+                              " rsp=%016" PRIx64 " fl=%06" PRIx64 " cs=%04x cpl=%u cr0=%08" PRIx64
+                              " cr3=%" PRIx64 " cr4=%" PRIx64,
+                              index_, r.seq, (t_end - r.t_ns) / 1000, exit_reason_name(r.reason),
+                              r.rip, r.rsp, r.rflags, r.cs, r.cpl, r.cr0, r.cr3, r.cr4);
+        if (r.reason == KVM_EXIT_IO || r.reason == KVM_EXIT_MMIO)
+            n += std::snprintf(buf + n, sizeof buf - size_t(n), " %s %" PRIx64 "/%u=%" PRIx64,
+                               r.write ? "wr" : "rd", r.addr, r.len, r.data);
+        if (r.injected >= 0)
+            n += std::snprintf(buf + n, sizeof buf - size_t(n), " INJ=%#x", unsigned(r.injected));
+        if (r.nmi) n += std::snprintf(buf + n, sizeof buf - size_t(n), " INJ=NMI");
+        n += std::snprintf(buf + n, sizeof buf - size_t(n), " [before: if=%u ready=%u win=%u]",
+                           r.if_flag, r.ready, r.window);
+        const auto& e = r.ev;
+        if (e.exception.injected || e.exception.pending)
+            n += std::snprintf(buf + n, sizeof buf - size_t(n), " exc=%u%s%s ec=%#x",
+                               e.exception.nr, e.exception.injected ? " injected" : "",
+                               e.exception.pending ? " pending" : "", e.exception.error_code);
+        if (e.interrupt.injected)
+            n += std::snprintf(buf + n, sizeof buf - size_t(n), " irq=%#x injected%s",
+                               e.interrupt.nr, e.interrupt.soft ? " soft" : "");
+        if (e.interrupt.shadow)
+            n += std::snprintf(buf + n, sizeof buf - size_t(n), " shadow=%u", e.interrupt.shadow);
+        if (e.nmi.injected || e.nmi.pending || e.nmi.masked)
+            n += std::snprintf(buf + n, sizeof buf - size_t(n), " nmi(inj=%u pend=%u masked=%u)",
+                               e.nmi.injected, e.nmi.pending, e.nmi.masked);
+        std::fprintf(out, "%s\n", buf);
     }
 }
 

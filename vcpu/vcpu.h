@@ -93,6 +93,24 @@ class Vcpu : public InterruptTarget {
     const Counters& counters() const { return counters_; }
     void print_counters(FILE* out) const;
 
+    // The last exits of this vCPU, for a post-mortem: on AMD, KVM resets a vCPU before it
+    // reports a triple fault, so its registers say nothing afterwards; the history does.
+    // Written by the vCPU thread only; printed by it when the guest crashes.
+    struct ExitRecord {
+        uint64_t seq = 0, t_ns = 0;
+        uint32_t reason = 0;  // KVM_EXIT_*, or KVM_EXIT_INTR for EINTR
+        uint64_t rip = 0, rsp = 0, rflags = 0, cr0 = 0, cr3 = 0, cr4 = 0, efer = 0;
+        uint16_t cs = 0;
+        uint8_t cpl = 0;
+        uint64_t addr = 0, data = 0;  // port or GPA, and the bytes written or read
+        uint8_t len = 0, write = 0;
+        int16_t injected = -1;  // vector queued with KVM_INTERRUPT before this run, or -1
+        uint8_t nmi = 0, window = 0, if_flag = 0, ready = 0;
+        kvm_vcpu_events ev{};  // after the exit (KVM_SYNC_X86_EVENTS)
+    };
+    static constexpr size_t kExitHistory = 48;
+    void print_exit_history(FILE* out) const;
+
   private:
     Vcpu(uint32_t index, uint32_t apic_id, VcpuFd fd, VcpuEnv env);
     void thread_main();
@@ -134,6 +152,11 @@ class Vcpu : public InterruptTarget {
     bool timer_created_ = false;
     uint64_t armed_deadline_ = 0;
     Counters counters_;
+    bool sync_regs_ = false;  // KVM copies regs, sregs and events to the run page
+    std::array<ExitRecord, kExitHistory> history_{};
+    uint64_t history_seq_ = 0;
+    ExitRecord pending_record_{};  // what the next KVM_RUN starts with (injections)
+    void record_exit(int err);
 };
 
 const char* exit_reason_name(uint32_t reason);
