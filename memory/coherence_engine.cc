@@ -94,8 +94,13 @@ void CoherenceEngine::fail(const Error& e) {
 }
 
 void CoherenceEngine::on_start(Transport& transport) {
-    std::lock_guard lk(mu_);
-    transport_ = &transport;
+    {
+        std::lock_guard lk(mu_);
+        transport_ = &transport;
+    }
+    // The next handler may have to answer a message before the transport's factory has
+    // even returned to our owner.
+    if (opts_.next) opts_.next->on_start(transport);
 }
 
 Status CoherenceEngine::start(Transport& transport) {

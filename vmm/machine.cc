@@ -378,11 +378,38 @@ StopEvent Machine::run() {
     }
     for (size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->start(vcpus_[i]->index() == 0);
     std::unique_lock lk(stop_mu_);
+    if (multi_ && log_level() <= LogLevel::Info) {
+        // Progress of a multi-node guest every 10 s (--log-level info): a node waiting on
+        // another shows here first.
+        while (!stop_cv_.wait_for(lk, std::chrono::seconds(10), [&] { return stop_.has_value(); })) {
+            lk.unlock();
+            log_progress();
+            lk.lock();
+        }
+    }
     stop_cv_.wait(lk, [&] { return stop_.has_value(); });
     StopEvent ev = *stop_;
     lk.unlock();
     shut_down();
     return ev;
+}
+
+void Machine::log_progress() const {
+    uint64_t exits = 0, halts = 0, injected = 0;
+    for (const auto& v : vcpus_) {
+        for (const auto& e : v->counters().exits) exits += e.load(std::memory_order_relaxed);
+        halts += v->counters().halts.load(std::memory_order_relaxed);
+        injected += v->counters().interrupts_injected.load(std::memory_order_relaxed);
+    }
+    DsmStats d = engine_ ? engine_->stats() : DsmStats{};
+    const auto& l = link_->counters();
+    KV_INFO("node %u: exits=%" PRIu64 " halts=%" PRIu64 " irqs=%" PRIu64
+            " | faults r=%" PRIu64 " w=%" PRIu64 " wp=%" PRIu64 " pages in=%" PRIu64
+            " out=%" PRIu64 " | ipis out=%" PRIu64 " in=%" PRIu64 " | io fwd=%" PRIu64
+            " served=%" PRIu64,
+            self_, exits, halts, injected, d.read_missing_faults, d.write_missing_faults,
+            d.write_protect_faults, d.pages_received, d.pages_sent, l.ipis_sent.load(),
+            l.ipis_received.load(), l.io_forwarded.load(), l.io_served.load());
 }
 
 void Machine::print_stats(FILE* out) const {

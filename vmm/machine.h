@@ -49,6 +49,8 @@ class Machine : public IoHandler, public IrqChip {
 
     StopEvent run();
     void print_stats(FILE* out) const;
+    // One line of counters (multi-node, --log-level info, every 10 s while running).
+    void log_progress() const;
 
     // IoHandler (vCPU threads)
     bool pio(uint16_t port, std::span<uint8_t> data, bool is_write) override;

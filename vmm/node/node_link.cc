@@ -71,7 +71,12 @@ void NodeLink::attach(Transport& transport) {
 
 void NodeLink::send_or_report(NodeId to, const MsgHeader& h, std::span<const uint8_t> payload) {
     Transport* t = transport_.load();
-    if (!t) return;
+    if (!t) {
+        // Not reachable: the transport calls on_start() before any other handler call.
+        KV_ERROR("node %u: message type 0x%04x to node %u dropped: no transport yet", self_,
+                 h.type, to);
+        return;
+    }
     if (auto s = t->send(to, h, payload); !s) {
         // The receive side reports the lost peer (on_peer_lost) and stops the guest.
         KV_DEBUG("node %u: send to node %u failed: %s", self_, to, s.error().message.c_str());
@@ -101,8 +106,13 @@ Result<NodeLink::TscSync> NodeLink::sync_tsc(bool same_host, int rounds,
         if (!t) return Error{"TSC alignment: no transport"};
         KV_TRY(t->send(kIoNode, h));
         std::unique_lock lk(mu_);
-        if (!cv_.wait_until(lk, deadline, [&] { return pong_.has_value() || closed_; }))
-            return Error{"TSC alignment: node 0 did not answer in time"};
+        auto round_deadline = std::min(deadline, Clock::now() + std::chrono::seconds(2));
+        if (!cv_.wait_until(lk, round_deadline, [&] { return pong_.has_value() || closed_; })) {
+            if (Clock::now() >= deadline)
+                return Error{"TSC alignment: node 0 did not answer in time"};
+            --i;  // no answer within 2 s: ask again (a late answer is ignored)
+            continue;
+        }
         if (closed_) return Error{"TSC alignment: the link closed"};
         uint64_t t0 = pong_->first, base = pong_->second, t2 = pong_arrival_;
         pong_request_.reset();
