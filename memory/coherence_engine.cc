@@ -1,5 +1,7 @@
 #include "memory/coherence_engine.h"
 
+#include <algorithm>
+
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -49,6 +51,7 @@ CoherenceEngine::CoherenceEngine(GuestMemory& mem, Options opts, Userfaultfd uff
       zero_page_(kPageSize, 0),
       core_(opts_.self, std::move(homes)),
       fault_start_(num_pages_, 0),
+      fault_count_(num_pages_, 0),
       inv_start_(num_pages_, 0) {
     actions_.reserve(3 * kMaxNodes);
 }
@@ -167,6 +170,7 @@ void CoherenceEngine::handle_fault(const uffd_msg& m) {
     // The first fault on the page starts the clock; coalesced ones share it. The page's
     // install or unprotect (here for the home's own pages, or on the Grant) stops it.
     if (fault_start_[*pfn] == 0) fault_start_[*pfn] = t0;
+    ++fault_count_[*pfn];
     st = run_actions(t0);
     if (!st) fail(st.error());
 }
@@ -284,6 +288,26 @@ Status CoherenceEngine::run_actions(uint64_t t0) {
         }
     }
     return {};
+}
+
+std::vector<CoherenceEngine::HotPage> CoherenceEngine::hottest_pages(size_t n) const {
+    std::vector<HotPage> out;
+    std::lock_guard lk(mu_);
+    for (uint64_t pfn = 0; pfn < num_pages_; ++pfn) {
+        uint32_t c = fault_count_[pfn];
+        if (c == 0) continue;
+        if (out.size() < n) {
+            out.push_back({pfn, c});
+        } else if (c > out.back().faults) {
+            out.back() = {pfn, c};
+        } else {
+            continue;
+        }
+        std::sort(out.begin(), out.end(), [](const HotPage& a, const HotPage& b) {
+            return a.faults > b.faults;
+        });
+    }
+    return out;
 }
 
 }  // namespace kv

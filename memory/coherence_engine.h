@@ -78,6 +78,13 @@ class CoherenceEngine : public MessageHandler {
     std::optional<uint64_t> pfn_of(uint64_t host_addr) const;
     // Local state and pending flag of a page (tests and tools; takes the lock).
     LocalState local_state(uint64_t pfn) const;
+    // The `n` pages with the most faults here so far (diagnostics: a page bouncing
+    // between nodes shows at the top).
+    struct HotPage {
+        uint64_t pfn;
+        uint32_t faults;
+    };
+    std::vector<HotPage> hottest_pages(size_t n) const;
 
   private:
     struct Span {
@@ -111,6 +118,7 @@ class CoherenceEngine : public MessageHandler {
     CoherenceCore core_;                 // under mu_
     Actions actions_;                    // under mu_: reused, no allocation per fault
     std::vector<uint64_t> fault_start_;  // under mu_: per page, ns of the first fault waiting
+    std::vector<uint32_t> fault_count_;  // under mu_: per page, faults taken here
     std::vector<uint64_t> inv_start_;    // under mu_: per page, ns of the first Inv sent
 
     mutable std::mutex err_mu_;   // taken alone or inside mu_, never the other way round

@@ -410,6 +410,15 @@ void Machine::log_progress() const {
             self_, exits, halts, injected, d.read_missing_faults, d.write_missing_faults,
             d.write_protect_faults, d.pages_received, d.pages_sent, l.ipis_sent.load(),
             l.ipis_received.load(), l.io_forwarded.load(), l.io_served.load());
+    if (engine_) {
+        std::string hot;
+        for (const auto& p : engine_->hottest_pages(4)) {
+            char b[48];
+            std::snprintf(b, sizeof b, " pfn 0x%" PRIx64 ":%u", p.pfn, p.faults);
+            hot += b;
+        }
+        KV_INFO("node %u: most faulted pages:%s", self_, hot.c_str());
+    }
 }
 
 void Machine::print_stats(FILE* out) const {
