@@ -35,7 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CPUS 1024
+#include "guestprog.h"
+
 
 struct worker {
   pthread_t thread;
@@ -159,15 +160,6 @@ static int kernel_log_trouble(void) {
   }
   free(log);
   return found;
-}
-
-static int parse_ulong(const char *s, unsigned long *out) {
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 0);
-  if (errno || end == s || *end || s[0] == '-') return -1;
-  *out = v;
-  return 0;
 }
 
 static void usage(FILE *out) {

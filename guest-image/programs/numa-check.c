@@ -43,7 +43,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_CPUS 1024
+#include "guestprog.h"
+
 #define MAX_NODES 64
 
 static const char *root = "";
@@ -69,28 +70,6 @@ static int read_file(const char *rel, char *buf, size_t size) {
   fclose(f);
   buf[n] = 0;
   return 0;
-}
-
-// A cpulist ("0-3,8") into a set; returns the count, -1 on a syntax error.
-static int parse_cpulist(const char *text, cpu_set_t *set) {
-  CPU_ZERO(set);
-  const char *p = text;
-  while (*p && *p != '\n') {
-    char *end;
-    long lo = strtol(p, &end, 10), hi = lo;
-    if (end == p || lo < 0) return -1;
-    p = end;
-    if (*p == '-') {
-      hi = strtol(p + 1, &end, 10);
-      if (end == p + 1 || hi < lo) return -1;
-      p = end;
-    }
-    if (hi >= MAX_CPUS) return -1;
-    for (long c = lo; c <= hi; c++) CPU_SET(c, set);
-    if (*p == ',') p++;
-    else if (*p && *p != '\n') return -1;
-  }
-  return CPU_COUNT(set);
 }
 
 // A set back into the kernel's cpulist syntax.

@@ -29,8 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guestprog.h"
+
 #define MIB (1UL << 20)
-#define MAX_CPUS 1024
 
 struct result {
   int cpu;          // CPU the worker was pinned to
@@ -124,15 +125,6 @@ static void worker(int cpu, size_t buf_mib, unsigned long units, int ready_fd, i
 
 static int by_cpu(const void *a, const void *b) {
   return ((const struct result *)a)->cpu - ((const struct result *)b)->cpu;
-}
-
-static int parse_ulong(const char *s, unsigned long *out) {
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 0);
-  if (errno || end == s || *end || s[0] == '-') return -1;
-  *out = v;
-  return 0;
 }
 
 static void usage(FILE *out) {

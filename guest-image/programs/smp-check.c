@@ -21,6 +21,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "guestprog.h"
+
 #define PAGE 4096UL
 
 struct worker {
@@ -114,15 +116,6 @@ static long mem_available_kib(void) {
     if (sscanf(line, "MemAvailable: %ld kB", &kib) == 1) break;
   fclose(f);
   return kib;
-}
-
-static int parse_ulong(const char *s, unsigned long *out) {
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 0);
-  if (errno || end == s || *end || s[0] == '-') return -1;
-  *out = v;
-  return 0;
 }
 
 int main(int argc, char **argv) {

@@ -32,7 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CPUS 1024
+#include "guestprog.h"
+
 #define MAX_NODES 64
 #define WARMUP 50  // round trips before the timed ones of every block
 
@@ -163,28 +164,6 @@ static void report(const char *label, const struct pair *p, struct samples *s, d
          s->us[s->n - 1]);
 }
 
-// Parses a cpulist ("0-3,8,10-11") into `set`; returns the number of CPUs or -1.
-static int parse_cpulist(const char *text, cpu_set_t *set) {
-  CPU_ZERO(set);
-  const char *p = text;
-  while (*p && *p != '\n') {
-    char *end;
-    long lo = strtol(p, &end, 10), hi = lo;
-    if (end == p || lo < 0) return -1;
-    p = end;
-    if (*p == '-') {
-      hi = strtol(p + 1, &end, 10);
-      if (end == p + 1 || hi < lo) return -1;
-      p = end;
-    }
-    if (hi >= MAX_CPUS) return -1;
-    for (long c = lo; c <= hi; c++) CPU_SET(c, set);
-    if (*p == ',') p++;
-    else if (*p && *p != '\n') return -1;
-  }
-  return CPU_COUNT(set);
-}
-
 static int read_line(const char *path, char *buf, size_t size) {
   FILE *f = fopen(path, "r");
   if (!f) return -1;
@@ -199,15 +178,6 @@ static int first_cpu(const cpu_set_t *set, int after) {
   for (int c = after + 1; c < MAX_CPUS; c++)
     if (CPU_ISSET(c, set)) return c;
   return -1;
-}
-
-static int parse_ulong(const char *s, unsigned long *out) {
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 0);
-  if (errno || end == s || *end || s[0] == '-') return -1;
-  *out = v;
-  return 0;
 }
 
 static void usage(FILE *out) {
