@@ -33,6 +33,7 @@
 #include "interconnect/ping_pong.h"
 #include "interconnect/transport_factory.h"
 #include "memory/coherence_engine.h"
+#include "tests/coherence/dsm_bench_report.h"
 
 namespace kv {
 namespace {
@@ -48,14 +49,6 @@ constexpr uint64_t kRamPages = 5 * 64;
 
 double ns_since(Clock::time_point t0) {
     return std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
-}
-
-struct Percentiles {
-    double p50, p99;
-};
-Percentiles pct(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)]};
 }
 
 struct BenchNode {
@@ -230,32 +223,8 @@ void run(int samples) {
         "floor: rtt_4k p50 %.1f us p99 %.1f us; local resolve p50 %.1f us p99 %.1f us; "
         "sum %.1f us\n",
         us(rtt_p.p50), us(rtt_p.p99), us(loc_p.p50), us(loc_p.p99), us(floor));
-    std::printf("remote read fault: p50 %.1f us (%.2fx floor) p99 %.1f us (%.2fx)\n", us(rr_p.p50),
-                rr_p.p50 / floor, us(rr_p.p99), rr_p.p99 / floor);
-    std::printf("write upgrade, 1 sharer: p50 %.1f us (%.2fx) p99 %.1f us\n", us(up1.p50),
-                up1.p50 / floor, us(up1.p99));
-    std::printf("write upgrade, 3 sharers: p50 %.1f us (%.2fx) p99 %.1f us\n", us(up3.p50),
-                up3.p50 / floor, us(up3.p99));
-    std::printf("ping-pong: %.0f rounds/s (%.1f us per round, %.2fx floor)\n", rounds_per_s,
-                us(round_ns), round_ns / floor);
-    for (uint32_t k = 0; k < 3; ++k) {
-        std::printf("node %u counters:\n", k);
-        nodes[k].engine->stats().print(stdout);
-    }
-    std::printf("RESULT rtt_4k_p50_us %.2f\n", us(rtt_p.p50));
-    std::printf("RESULT local_resolve_p50_us %.2f\n", us(loc_p.p50));
-    std::printf("RESULT floor_us %.2f\n", us(floor));
-    std::printf("RESULT remote_read_fault_p50_us %.2f\n", us(rr_p.p50));
-    std::printf("RESULT remote_read_fault_p99_us %.2f\n", us(rr_p.p99));
-    std::printf("RESULT remote_read_fault_p50_ratio %.3f\n", rr_p.p50 / floor);
-    std::printf("RESULT remote_read_fault_p99_ratio %.3f\n", rr_p.p99 / floor);
-    std::printf("RESULT upgrade_1_sharer_p50_us %.2f\n", us(up1.p50));
-    std::printf("RESULT upgrade_1_sharer_p50_ratio %.3f\n", up1.p50 / floor);
-    std::printf("RESULT upgrade_3_sharers_p50_us %.2f\n", us(up3.p50));
-    std::printf("RESULT upgrade_3_sharers_p50_ratio %.3f\n", up3.p50 / floor);
-    std::printf("RESULT pingpong_rounds_per_s %.0f\n", rounds_per_s);
-    std::printf("RESULT pingpong_round_ratio %.3f\n", round_ns / floor);
-    std::fflush(stdout);
+    print_dsm_bench_report({rtt_p, loc_p, rr_p, up1, up3, rounds_per_s, round_ns}, "", "", "",
+                           {nodes[0].engine.get(), nodes[1].engine.get(), nodes[2].engine.get()});
     for (auto& n : nodes) n.engine->stop();
     for (auto& n : nodes) n.transport->shutdown();
 }

@@ -47,6 +47,7 @@
 #include "interconnect/transport_factory.h"
 #include "memory/coherence_engine.h"
 #include "memory/uffd.h"
+#include "tests/coherence/dsm_bench_report.h"
 #include "vcpu/ipi_router.h"
 #include "vcpu/kvm.h"
 #include "vcpu/vcpu.h"
@@ -74,14 +75,6 @@ constexpr uint64_t kQuietPage = 0x2B0;  // never dropped: a load that does not f
     std::fprintf(stdout, "kv-dsm-kvm-bench: %s\n", what.c_str());
     std::fflush(stdout);
     std::_Exit(2);
-}
-
-struct Percentiles {
-    double p50, p99;
-};
-Percentiles pct(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return {v[v.size() / 2], v[std::min(v.size() - 1, v.size() * 99 / 100)]};
 }
 
 struct Answer {
@@ -439,32 +432,11 @@ void run(int samples, const std::string& kvm_path) {
         us(rtt_p.p50), us(rtt_p.p99), us(loc_p.p50), us(loc_p.p99), us(floor));
     std::printf("vCPU timed load without a fault: p50 %.3f us p99 %.3f us\n", us(quiet_p.p50),
                 us(quiet_p.p99));
-    std::printf("vCPU remote read fault: p50 %.1f us (%.2fx floor) p99 %.1f us (%.2fx)\n",
-                us(rr_p.p50), rr_p.p50 / floor, us(rr_p.p99), rr_p.p99 / floor);
-    std::printf("vCPU write upgrade, 1 sharer: p50 %.1f us (%.2fx) p99 %.1f us\n", us(up1.p50),
-                up1.p50 / floor, us(up1.p99));
-    std::printf("vCPU write upgrade, 3 sharers: p50 %.1f us (%.2fx) p99 %.1f us\n", us(up3.p50),
-                up3.p50 / floor, us(up3.p99));
-    std::printf("vCPU ping-pong: %.0f rounds/s (%.1f us per round, %.2fx floor; %.2f s wall)\n",
-                rounds_per_s, us(round_ns), round_ns / floor, wall_s);
-    for (uint32_t k = 0; k < 3; ++k) {
-        std::printf("node %u counters:\n", k);
-        nodes[k].engine->stats().print(stdout);
-    }
-    std::printf("RESULT vcpu_rtt_4k_p50_us %.2f\n", us(rtt_p.p50));
-    std::printf("RESULT vcpu_local_resolve_p50_us %.2f\n", us(loc_p.p50));
-    std::printf("RESULT vcpu_floor_us %.2f\n", us(floor));
-    std::printf("RESULT vcpu_remote_read_fault_p50_us %.2f\n", us(rr_p.p50));
-    std::printf("RESULT vcpu_remote_read_fault_p99_us %.2f\n", us(rr_p.p99));
-    std::printf("RESULT vcpu_remote_read_fault_p50_ratio %.3f\n", rr_p.p50 / floor);
-    std::printf("RESULT vcpu_remote_read_fault_p99_ratio %.3f\n", rr_p.p99 / floor);
-    std::printf("RESULT vcpu_upgrade_1_sharer_p50_us %.2f\n", us(up1.p50));
-    std::printf("RESULT vcpu_upgrade_1_sharer_p50_ratio %.3f\n", up1.p50 / floor);
-    std::printf("RESULT vcpu_upgrade_3_sharers_p50_us %.2f\n", us(up3.p50));
-    std::printf("RESULT vcpu_upgrade_3_sharers_p50_ratio %.3f\n", up3.p50 / floor);
-    std::printf("RESULT vcpu_pingpong_rounds_per_s %.0f\n", rounds_per_s);
-    std::printf("RESULT vcpu_pingpong_round_ratio %.3f\n", round_ns / floor);
-    std::fflush(stdout);
+    char wall[32];
+    std::snprintf(wall, sizeof wall, "; %.2f s wall", wall_s);
+    print_dsm_bench_report({rtt_p, loc_p, rr_p, up1, up3, rounds_per_s, round_ns}, "vCPU ", "vcpu_",
+                           wall,
+                           {nodes[0].engine.get(), nodes[1].engine.get(), nodes[2].engine.get()});
     for (auto& n : nodes) n.engine->stop();
     for (auto& n : nodes) n.transport->shutdown();
 }
