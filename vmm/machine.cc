@@ -417,7 +417,10 @@ void Machine::log_progress() const {
             std::snprintf(b, sizeof b, " pfn 0x%" PRIx64 ":%u", p.pfn, p.faults);
             hot += b;
         }
-        KV_INFO("node %u: most faulted pages:%s", self_, hot.c_str());
+        KV_INFO("node %u: fault latency p50 %" PRIu64 " us p90 %" PRIu64
+                " us; most faulted pages:%s",
+                self_, d.fault_latency.quantile_ns(0.5) / 1000,
+                d.fault_latency.quantile_ns(0.9) / 1000, hot.c_str());
     }
 }
 

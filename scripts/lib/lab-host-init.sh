@@ -42,9 +42,20 @@ cat /dev/kmsg 2>/dev/null | while IFS= read -r rec; do
 done >/dev/ttyS1 &
 
 # The modules in dependency order (there is no modules.dep): see /etc/kv-modules.
+# insmod does not read the kernel command line as modprobe does, so a
+# "module.param=value" there (e.g. kvm_amd.npt=0, set by scripts/lab) is passed on here.
+module_params() {
+  name=$(basename "$1" | tr - _)
+  for arg in $(cat /proc/cmdline); do
+    case $arg in
+      "$name".*=*) printf '%s ' "${arg#"$name".}" ;;
+    esac
+  done
+}
 while read -r m; do
   [ -n "$m" ] || continue
-  insmod "/lib/modules/$m.ko" || fail "insmod $m failed"
+  # shellcheck disable=SC2046 # one word per parameter
+  insmod "/lib/modules/$m.ko" $(module_params "$m") || fail "insmod $m failed"
 done </etc/kv-modules
 [ -c /dev/kvm ] || fail "no /dev/kvm after loading kvm-amd (does the emulated CPU have svm?)"
 
