@@ -207,8 +207,11 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
         if (kvm_khz && khz != *kvm_khz)
             KV_INFO("KVM reports a %u kHz TSC but it runs at %llu kHz: using the measurement",
                     *kvm_khz, static_cast<unsigned long long>(measured));
+        // With time dilation the guest is told a TSC D times faster than it runs, so its
+        // TSC-based time runs D times slower, like the PIT and the PM timer.
         if (khz)
-            cmdline = add_param(cmdline, "tsc_early_khz=" + std::to_string(khz));
+            cmdline = add_param(cmdline,
+                                "tsc_early_khz=" + std::to_string(khz * cfg.time_dilation));
         else
             KV_WARN("cannot tell the TSC frequency; the guest will calibrate it");
     }
@@ -287,7 +290,11 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     KV_TRY(pio_bus_.insert(0xA0, 2, pic_, "pic-slave", 0x80));
     KV_TRY(pio_bus_.insert(0x4D0, 2, pic_, "pic-elcr", 0x4B0));
 
-    pit_ = std::make_shared<Pit8254>(IrqLine(this, 0));
+    // With time dilation (cfg.time_dilation > 1) the timers the guest calibrates against
+    // run slower than real time; the LAPIC timer needs nothing, since the guest measures
+    // its rate against the TSC and the PM timer.
+    const uint32_t dilation = cfg.time_dilation;
+    pit_ = std::make_shared<Pit8254>(IrqLine(this, 0), dilated(monotonic_ns, dilation), dilation);
     KV_TRY(pio_bus_.insert(Pit8254::kBase, Pit8254::kSize, pit_, "pit"));
     KV_TRY(pio_bus_.insert(0x61, 1, std::make_shared<PortWindow>(pit_, Pit8254::kPort61Offset),
                            "port61"));
@@ -297,7 +304,8 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     KV_TRY(pio_bus_.insert(AcpiPm::kBase, AcpiPm::kSize,
                            std::make_shared<AcpiPm>(
                                IrqLine(this, kSciIrq),
-                               [this] { request_stop(StopReason::PowerOff, "guest powered off"); }),
+                               [this] { request_stop(StopReason::PowerOff, "guest powered off"); },
+                               dilated(monotonic_ns, dilation)),
                            "acpi-pm"));
     KV_TRY(pio_bus_.insert(PciHost::kBase, PciHost::kSize, std::make_shared<PciHost>(reset),
                            "pci-host"));
@@ -357,11 +365,16 @@ void Machine::request_stop(StopReason reason, std::string detail) {
         std::lock_guard lk(stop_mu_);
         if (stop_) return;  // the first reason wins
         stop_ = StopEvent{reason, detail};
-        stop_cv_.notify_all();
+        if (multi_) KV_INFO("node %u: the guest stops: %s", self_, detail.c_str());
     }
     // The other nodes stop too, for the same reason (nothing is sent if the stop came
-    // from one of them).
+    // from one of them). Told before run() returns: its shut_down() closes the
+    // connections, and a node that sees the connection close first would report this
+    // node lost instead of the guest's own stop.
     if (link_) link_->broadcast_stop(reason, detail);
+    std::lock_guard lk(stop_mu_);
+    stop_told_ = true;
+    stop_cv_.notify_all();
 }
 
 StopEvent Machine::run() {
@@ -381,13 +394,13 @@ StopEvent Machine::run() {
     if (multi_ && log_level() <= LogLevel::Info) {
         // Progress of a multi-node guest every 10 s (--log-level info): a node waiting on
         // another shows here first.
-        while (!stop_cv_.wait_for(lk, std::chrono::seconds(10), [&] { return stop_.has_value(); })) {
+        while (!stop_cv_.wait_for(lk, std::chrono::seconds(10), [&] { return stop_told_; })) {
             lk.unlock();
             log_progress();
             lk.lock();
         }
     }
-    stop_cv_.wait(lk, [&] { return stop_.has_value(); });
+    stop_cv_.wait(lk, [&] { return stop_told_; });
     StopEvent ev = *stop_;
     lk.unlock();
     shut_down();

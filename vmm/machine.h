@@ -100,6 +100,7 @@ class Machine : public IoHandler, public IrqChip {
     std::mutex stop_mu_;
     std::condition_variable stop_cv_;
     std::optional<StopEvent> stop_;
+    bool stop_told_ = false;  // stop_ is set and the other nodes were told (under stop_mu_)
 };
 
 }  // namespace kv

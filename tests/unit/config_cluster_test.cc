@@ -351,6 +351,7 @@ TEST_F(ConfigCluster, DigestCoversWhatMustMatchAndNothingElse) {
     std::string initrd = write("initrd.img", "initrd");
     EXPECT_NE(digest_of(base, {"--node", "0", "--initrd", initrd}), *d);
     EXPECT_NE(digest_of(base, {"--node", "0", "--cmdline", "quiet"}), *d);
+    EXPECT_NE(digest_of(base, {"--node", "0", "--time-dilation", "10"}), *d);
     for (auto [from, to] :
          {std::pair{"vcpus = 3", "vcpus = 2"}, std::pair{"memory = 256M", "memory = 258M"},
           std::pair{"7001", "7002"}, std::pair{"10.0.0.2", "10.0.0.3"}}) {

@@ -250,5 +250,19 @@ TEST(PitThread, StopsWhenIdle) {
     SUCCEED();
 }
 
+// Time dilation (clock.h): the clock the PIT and the PM timer follow when the guest's time
+// runs D times slower than real time.
+TEST(DilatedClock, RunsSlowerByItsFactorFromItsCreation) {
+    std::atomic<uint64_t> base{kT0};
+    MonotonicClock slow = dilated([&] { return base.load(); }, 10);
+    EXPECT_EQ(slow(), kT0);
+    base += 10'000'000'000;  // 10 real seconds
+    EXPECT_EQ(slow(), kT0 + 1'000'000'000);
+    base += 25;
+    EXPECT_EQ(slow(), kT0 + 1'000'000'002);  // whole nanoseconds, never ahead
+    MonotonicClock same = dilated([&] { return base.load(); }, 1);
+    EXPECT_EQ(same(), base.load());
+}
+
 }  // namespace
 }  // namespace kv

@@ -30,6 +30,7 @@ Result<std::string> digest_text(const VmConfig& cfg) {
     // Length-prefixed: the cmdline is free text.
     out += "cmdline " + std::to_string(cfg.cmdline.size()) + " " + cfg.cmdline + "\n";
     out += "transport " + cfg.cluster.transport + "\n";
+    if (cfg.time_dilation != 1) out += "time-dilation " + std::to_string(cfg.time_dilation) + "\n";
     out += "nodes " + std::to_string(cfg.cluster.nodes.size()) + "\n";
     for (const NodeSpec& n : cfg.cluster.nodes) {
         out += "node " + std::to_string(n.id) + " address " + n.address + " port " +

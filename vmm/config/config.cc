@@ -312,6 +312,10 @@ Status apply(VmConfig& cfg, const std::string& key, const Raw& raw) {
         Result<bool> r = parse_switch("stats", text);
         if (!r.ok()) return r.error();
         cfg.stats = *r;
+    } else if (key == "time-dilation") {
+        Result<uint32_t> r = parse_time_dilation(text);
+        if (!r.ok()) return r.error();
+        cfg.time_dilation = *r;
     } else if (key == "log-level") {
         Result<LogLevel> r = parse_log_level(text);
         if (!r.ok()) return r.error();

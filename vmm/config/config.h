@@ -30,6 +30,7 @@ inline constexpr uint64_t kMiB = uint64_t{1} << 20;
 inline constexpr uint64_t kMinMemory = 64 * kMiB;
 inline constexpr uint64_t kMemoryAlign = 4096;  // guest RAM is rounded up to this
 inline constexpr unsigned kMaxVcpus = 255;      // xAPIC: 8-bit APIC IDs, 0xFF is broadcast
+inline constexpr uint32_t kMaxTimeDilation = 1000;
 
 inline constexpr uint64_t kNodeMemoryAlign = 2 * kMiB;  // a node's RAM slice is rounded up to this
 inline constexpr std::chrono::milliseconds kDefaultConnectTimeout{30000};
@@ -107,6 +108,9 @@ struct VmConfig {
     OnReboot on_reboot = OnReboot::Restart;
     bool stats = false;  // print counters at exit
     LogLevel log_level = LogLevel::Warn;
+    // The guest's clocks (its TSC frequency as told, PIT, ACPI PM timer) run this many
+    // times slower than real time; 1 is real time (docs/configuration.md).
+    uint32_t time_dilation = 1;
     std::string config_file;  // --config as given; empty if none
     Cluster cluster;          // empty unless the file has [node.K] sections
 

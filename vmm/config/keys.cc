@@ -10,7 +10,7 @@ namespace {
 constexpr std::string_view kVersion = "0.1.0";
 
 // clang-format off
-constexpr std::array<KeyInfo, 14> kKeys{{
+constexpr std::array<KeyInfo, 15> kKeys{{
     {"kernel", "PATH", "",
      "Linux bzImage to boot (64-bit boot protocol). Required.", true, false},
     {"initrd", "PATH", "none",
@@ -32,6 +32,11 @@ constexpr std::array<KeyInfo, 14> kKeys{{
     {"stats", "[yes|no]", "no",
      "Print counters at exit (vCPU exits by reason, IPIs routed, interrupts injected).",
      true, true},
+    {"time-dilation", "N", "1",
+     "Run the guest's clocks N times slower than real time (1 to 1000): the TSC frequency "
+     "the guest is told, the PIT and the ACPI PM timer. For guests on emulated hosts, which "
+     "run many times slower than on hardware, so that timer ticks do not crowd out the "
+     "guest's work. Every node of a cluster must give the same value.", true, false},
     {"log-level", "error|warning|info|debug", "warning",
      "Least severe VMM message printed to stderr.", true, false},
     {"config", "FILE", "none",

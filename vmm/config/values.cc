@@ -46,6 +46,18 @@ Result<uint64_t> parse_memory(std::string_view text) {
     return (*bytes + kMemoryAlign - 1) & ~(kMemoryAlign - 1);
 }
 
+Result<uint32_t> parse_time_dilation(std::string_view text) {
+    constexpr std::string_view key = "time-dilation";
+    if (!all_digits(text)) return bad(key, quoted(text) + " is not a whole number");
+    unsigned long long n = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (ec != std::errc{} || n == 0 || n > kMaxTimeDilation) {
+        return bad(key, std::string(text) + " is out of range (1 to " +
+                            std::to_string(kMaxTimeDilation) + ")");
+    }
+    return static_cast<uint32_t>(n);
+}
+
 Result<unsigned> parse_vcpus(std::string_view text) {
     if (!all_digits(text)) return bad("vcpus", quoted(text) + " is not a whole number");
     unsigned long long n = 0;

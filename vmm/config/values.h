@@ -19,6 +19,8 @@ Result<unsigned> parse_vcpus(std::string_view text);
 Result<Console> parse_console(std::string_view text);
 Result<OnReboot> parse_on_reboot(std::string_view text);
 Result<LogLevel> parse_log_level(std::string_view text);
+// A whole number 1..kMaxTimeDilation.
+Result<uint32_t> parse_time_dilation(std::string_view text);
 // yes/no, true/false, on/off, 1/0.
 Result<bool> parse_switch(std::string_view key, std::string_view text);
 

@@ -28,6 +28,17 @@ inline int64_t realtime_ns() {
     return int64_t(ts.tv_sec) * 1'000'000'000 + int64_t(ts.tv_nsec);
 }
 
+// Time dilation: a guest clock that runs `factor` times slower than `base`, counted from
+// the moment it is made (config key `time-dilation`, docs/configuration.md). Devices that
+// follow it (PIT, ACPI PM timer) wait `factor` real nanoseconds per clock nanosecond.
+inline MonotonicClock dilated(MonotonicClock base, uint32_t factor) {
+    if (factor <= 1) return base;
+    const uint64_t origin = base();
+    return [base = std::move(base), origin, factor] {
+        return origin + (base() - origin) / factor;
+    };
+}
+
 // Whole ticks of a `hz` clock in `ns` nanoseconds (floor). 128-bit intermediate: ns * hz
 // overflows 64 bits after a few hours at MHz rates.
 inline uint64_t ns_to_ticks(uint64_t ns, uint64_t hz) {

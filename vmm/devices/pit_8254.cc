@@ -25,7 +25,8 @@ bool gate_triggered(uint8_t mode) {
 }
 }  // namespace
 
-Pit8254::Pit8254(IrqLine irq0, MonotonicClock clock) : irq0_(irq0), clock_(std::move(clock)) {}
+Pit8254::Pit8254(IrqLine irq0, MonotonicClock clock, uint32_t real_ns_per_clock_ns)
+    : irq0_(irq0), clock_(std::move(clock)), real_ns_per_clock_ns_(real_ns_per_clock_ns) {}
 
 Pit8254::~Pit8254() {
     stop();
@@ -52,7 +53,9 @@ void Pit8254::run(std::stop_token stop) {
         auto woken = [this] { return reprogrammed_; };
         // The wait ends at the deadline, when the guest reprograms channel 0, or on stop.
         if (due)
-            cv_.wait_for(lk, stop, std::chrono::nanoseconds(*due > now ? *due - now : 0), woken);
+            cv_.wait_for(lk, stop,
+                         std::chrono::nanoseconds(*due > now ? (*due - now) * real_ns_per_clock_ns_ : 0),
+                         woken);
         else
             cv_.wait(lk, stop, woken);
     }

@@ -64,7 +64,10 @@ class Pit8254 : public Device {
         uint64_t coalesced = 0;   // channel 0 periods that ended without a pulse of their own
     };
 
-    explicit Pit8254(IrqLine irq0, MonotonicClock clock = monotonic_ns);
+    // `clock` is the PIT's input time base; a wait of d clock nanoseconds takes
+    // d * real_ns_per_clock_ns real ones (more than 1 with time dilation, clock.h).
+    explicit Pit8254(IrqLine irq0, MonotonicClock clock = monotonic_ns,
+                     uint32_t real_ns_per_clock_ns = 1);
     ~Pit8254() override;
     Pit8254(const Pit8254&) = delete;
     Pit8254& operator=(const Pit8254&) = delete;
@@ -129,6 +132,7 @@ class Pit8254 : public Device {
 
     const IrqLine irq0_;
     const MonotonicClock clock_;
+    const uint32_t real_ns_per_clock_ns_;
 
     mutable std::mutex mu_;
     std::condition_variable_any cv_;  // the timer thread waits here

@@ -232,8 +232,14 @@ void NodeLink::broadcast_stop(StopReason reason, const std::string& detail) {
     ShutdownPayload p = ShutdownPayload::make(int32_t(reason), detail);
     MsgHeader h;
     h.type = static_cast<uint16_t>(MsgType::Shutdown);
-    for (NodeId k = 0; k < num_nodes_; ++k)
-        if (k != self_) send_or_report(k, h, as_bytes_of(p));
+    Transport* t = transport_.load();
+    for (NodeId k = 0; k < num_nodes_; ++k) {
+        if (k == self_) continue;
+        // A node that misses this learns of the stop only from the lost connection.
+        if (Status s = t ? t->send(k, h, as_bytes_of(p)) : Status(Error{"no transport"}); !s)
+            KV_WARN("node %u: cannot tell node %u the guest stopped: %s", self_, k,
+                    s.error().message.c_str());
+    }
 }
 
 void NodeLink::close() {
