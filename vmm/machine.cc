@@ -210,8 +210,8 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
         // With time dilation the guest is told a TSC D times faster than it runs, so its
         // TSC-based time runs D times slower, like the PIT and the PM timer.
         if (khz)
-            cmdline = add_param(cmdline,
-                                "tsc_early_khz=" + std::to_string(khz * cfg.time_dilation));
+            cmdline =
+                add_param(cmdline, "tsc_early_khz=" + std::to_string(khz * cfg.time_dilation));
         else
             KV_WARN("cannot tell the TSC frequency; the guest will calibrate it");
     }
@@ -294,19 +294,20 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     // run slower than real time; the LAPIC timer needs nothing, since the guest measures
     // its rate against the TSC and the PM timer.
     const uint32_t dilation = cfg.time_dilation;
-    pit_ = std::make_shared<Pit8254>(IrqLine(this, 0), dilated(monotonic_ns, dilation), dilation);
+    const MonotonicClock guest_clock = dilated(monotonic_ns, dilation);
+    pit_ = std::make_shared<Pit8254>(IrqLine(this, 0), guest_clock, dilation);
     KV_TRY(pio_bus_.insert(Pit8254::kBase, Pit8254::kSize, pit_, "pit"));
     KV_TRY(pio_bus_.insert(0x61, 1, std::make_shared<PortWindow>(pit_, Pit8254::kPort61Offset),
                            "port61"));
 
     KV_TRY(pio_bus_.insert(RtcCmos::kBase, RtcCmos::kSize, std::make_shared<RtcCmos>(), "rtc"));
     auto reset = [this] { request_stop(StopReason::Reset, "guest reset"); };
-    KV_TRY(pio_bus_.insert(AcpiPm::kBase, AcpiPm::kSize,
-                           std::make_shared<AcpiPm>(
-                               IrqLine(this, kSciIrq),
-                               [this] { request_stop(StopReason::PowerOff, "guest powered off"); },
-                               dilated(monotonic_ns, dilation)),
-                           "acpi-pm"));
+    KV_TRY(pio_bus_.insert(
+        AcpiPm::kBase, AcpiPm::kSize,
+        std::make_shared<AcpiPm>(
+            IrqLine(this, kSciIrq),
+            [this] { request_stop(StopReason::PowerOff, "guest powered off"); }, guest_clock),
+        "acpi-pm"));
     KV_TRY(pio_bus_.insert(PciHost::kBase, PciHost::kSize, std::make_shared<PciHost>(reset),
                            "pci-host"));
     KV_TRY(pio_bus_.insert(PvPanic::kPort, 1, std::make_shared<PvPanic>([this](uint8_t ev) {
@@ -416,10 +417,9 @@ void Machine::log_progress() const {
     }
     DsmStats d = engine_ ? engine_->stats() : DsmStats{};
     const auto& l = link_->counters();
-    KV_INFO("node %u: exits=%" PRIu64 " halts=%" PRIu64 " irqs=%" PRIu64
-            " | faults r=%" PRIu64 " w=%" PRIu64 " wp=%" PRIu64 " pages in=%" PRIu64
-            " out=%" PRIu64 " | ipis out=%" PRIu64 " in=%" PRIu64 " | io fwd=%" PRIu64
-            " served=%" PRIu64,
+    KV_INFO("node %u: exits=%" PRIu64 " halts=%" PRIu64 " irqs=%" PRIu64 " | faults r=%" PRIu64
+            " w=%" PRIu64 " wp=%" PRIu64 " pages in=%" PRIu64 " out=%" PRIu64 " | ipis out=%" PRIu64
+            " in=%" PRIu64 " | io fwd=%" PRIu64 " served=%" PRIu64,
             self_, exits, halts, injected, d.read_missing_faults, d.write_missing_faults,
             d.write_protect_faults, d.pages_received, d.pages_sent, l.ipis_sent.load(),
             l.ipis_received.load(), l.io_forwarded.load(), l.io_served.load());

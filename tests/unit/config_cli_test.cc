@@ -77,10 +77,10 @@ TEST_F(ConfigCli, DefaultsWithOnlyKernel) {
 }
 
 TEST_F(ConfigCli, EveryKeyParsed) {
-    VmConfig c = run({"--initrd", initrd_, "--cmdline", "console=ttyS0 quiet init=/bin/sh",
-                      "--memory", "2G", "--vcpus", "4", "--console", "file:/tmp/guest.log",
-                      "--on-reboot", "exit", "--stats", "--log-level", "debug",
-                      "--time-dilation", "10"});
+    VmConfig c =
+        run({"--initrd", initrd_, "--cmdline", "console=ttyS0 quiet init=/bin/sh", "--memory", "2G",
+             "--vcpus", "4", "--console", "file:/tmp/guest.log", "--on-reboot", "exit", "--stats",
+             "--log-level", "debug", "--time-dilation", "10"});
     EXPECT_EQ(c.initrd, initrd_);
     EXPECT_EQ(c.cmdline, "console=ttyS0 quiet init=/bin/sh");
     EXPECT_EQ(c.memory, 2ull << 30);
@@ -230,7 +230,8 @@ TEST_F(ConfigCli, TimeDilationDefaultsToRealTimeAndRefusesBadValues) {
     EXPECT_EQ(run({}).time_dilation, 1u);
     EXPECT_EQ(run({"--time-dilation", "1000"}).time_dilation, 1000u);
     EXPECT_EQ(error({"--time-dilation", "0"}), "time-dilation: 0 is out of range (1 to 1000)");
-    EXPECT_EQ(error({"--time-dilation", "1001"}), "time-dilation: 1001 is out of range (1 to 1000)");
+    EXPECT_EQ(error({"--time-dilation", "1001"}),
+              "time-dilation: 1001 is out of range (1 to 1000)");
     EXPECT_EQ(error({"--time-dilation", "2.5"}), "time-dilation: \"2.5\" is not a whole number");
     EXPECT_EQ(error({"--time-dilation", "-3"}), "time-dilation: \"-3\" is not a whole number");
 }

@@ -34,9 +34,7 @@ inline int64_t realtime_ns() {
 inline MonotonicClock dilated(MonotonicClock base, uint32_t factor) {
     if (factor <= 1) return base;
     const uint64_t origin = base();
-    return [base = std::move(base), origin, factor] {
-        return origin + (base() - origin) / factor;
-    };
+    return [base = std::move(base), origin, factor] { return origin + (base() - origin) / factor; };
 }
 
 // Whole ticks of a `hz` clock in `ns` nanoseconds (floor). 128-bit intermediate: ns * hz

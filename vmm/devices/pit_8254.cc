@@ -53,9 +53,10 @@ void Pit8254::run(std::stop_token stop) {
         auto woken = [this] { return reprogrammed_; };
         // The wait ends at the deadline, when the guest reprograms channel 0, or on stop.
         if (due)
-            cv_.wait_for(lk, stop,
-                         std::chrono::nanoseconds(*due > now ? (*due - now) * real_ns_per_clock_ns_ : 0),
-                         woken);
+            cv_.wait_for(
+                lk, stop,
+                std::chrono::nanoseconds(*due > now ? (*due - now) * real_ns_per_clock_ns_ : 0),
+                woken);
         else
             cv_.wait(lk, stop, woken);
     }

@@ -73,8 +73,8 @@ void NodeLink::send_or_report(NodeId to, const MsgHeader& h, std::span<const uin
     Transport* t = transport_.load();
     if (!t) {
         // Not reachable: the transport calls on_start() before any other handler call.
-        KV_ERROR("node %u: message type 0x%04x to node %u dropped: no transport yet", self_,
-                 h.type, to);
+        KV_ERROR("node %u: message type 0x%04x to node %u dropped: no transport yet", self_, h.type,
+                 to);
         return;
     }
     if (auto s = t->send(to, h, payload); !s) {
