@@ -69,15 +69,19 @@ void NodeLink::attach(Transport& transport) {
     transport_.store(&transport);
 }
 
-void NodeLink::send_or_report(NodeId to, const MsgHeader& h, std::span<const uint8_t> payload) {
+Status NodeLink::send(NodeId to, const MsgHeader& h, std::span<const uint8_t> payload) {
     Transport* t = transport_.load();
     if (!t) {
         // Not reachable: the transport calls on_start() before any other handler call.
         KV_ERROR("node %u: message type 0x%04x to node %u dropped: no transport yet", self_, h.type,
                  to);
-        return;
+        return Error{"no transport yet"};
     }
-    if (auto s = t->send(to, h, payload); !s) {
+    return t->send(to, h, payload);
+}
+
+void NodeLink::send_or_report(NodeId to, const MsgHeader& h, std::span<const uint8_t> payload) {
+    if (auto s = send(to, h, payload); !s) {
         // The receive side reports the lost peer (on_peer_lost) and stops the guest.
         KV_DEBUG("node %u: send to node %u failed: %s", self_, to, s.error().message.c_str());
     }
@@ -232,11 +236,10 @@ void NodeLink::broadcast_stop(StopReason reason, const std::string& detail) {
     ShutdownPayload p = ShutdownPayload::make(int32_t(reason), detail);
     MsgHeader h;
     h.type = static_cast<uint16_t>(MsgType::Shutdown);
-    Transport* t = transport_.load();
     for (NodeId k = 0; k < num_nodes_; ++k) {
         if (k == self_) continue;
         // A node that misses this learns of the stop only from the lost connection.
-        if (Status s = t ? t->send(k, h, as_bytes_of(p)) : Status(Error{"no transport"}); !s)
+        if (Status s = send(k, h, as_bytes_of(p)); !s)
             KV_WARN("node %u: cannot tell node %u the guest stopped: %s", self_, k,
                     s.error().message.c_str());
     }

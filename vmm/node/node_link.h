@@ -111,6 +111,9 @@ class NodeLink : public MessageHandler {
         bool ok = false;
         uint64_t data = 0;
     };
+    // Sends on the transport; an error if it failed (or there is no transport yet).
+    Status send(NodeId to, const MsgHeader& h, std::span<const uint8_t> payload);
+    // send(), and a failure only logged: the receive side reports the lost peer.
     void send_or_report(NodeId to, const MsgHeader& h, std::span<const uint8_t> payload);
     void handle_io_request(NodeId from, const MsgHeader& h, const IoPayload& io);
 
