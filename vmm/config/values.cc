@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <climits>
 #include <cstdio>
+#include <optional>
 
 #include "base/units.h"
 
@@ -31,6 +33,15 @@ bool all_digits(std::string_view s) {
     return true;
 }
 
+// A whole number written in decimal digits only (no sign, no spaces); ULLONG_MAX when it
+// is too big for that, so any upper bound refuses it. Nothing if `s` is not digits.
+std::optional<unsigned long long> whole_number(std::string_view s) {
+    if (!all_digits(s)) return std::nullopt;
+    unsigned long long n = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    return ec == std::errc{} ? n : ULLONG_MAX;
+}
+
 }  // namespace
 
 Result<uint64_t> parse_memory(std::string_view text) {
@@ -48,26 +59,24 @@ Result<uint64_t> parse_memory(std::string_view text) {
 
 Result<uint32_t> parse_time_dilation(std::string_view text) {
     constexpr std::string_view key = "time-dilation";
-    if (!all_digits(text)) return bad(key, quoted(text) + " is not a whole number");
-    unsigned long long n = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-    if (ec != std::errc{} || n == 0 || n > kMaxTimeDilation) {
+    std::optional<unsigned long long> n = whole_number(text);
+    if (!n) return bad(key, quoted(text) + " is not a whole number");
+    if (*n == 0 || *n > kMaxTimeDilation) {
         return bad(key, std::string(text) + " is out of range (1 to " +
                             std::to_string(kMaxTimeDilation) + ")");
     }
-    return static_cast<uint32_t>(n);
+    return static_cast<uint32_t>(*n);
 }
 
 Result<unsigned> parse_vcpus(std::string_view text) {
-    if (!all_digits(text)) return bad("vcpus", quoted(text) + " is not a whole number");
-    unsigned long long n = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-    if (ec != std::errc{} || n > kMaxVcpus) {
+    std::optional<unsigned long long> n = whole_number(text);
+    if (!n) return bad("vcpus", quoted(text) + " is not a whole number");
+    if (*n > kMaxVcpus) {
         return bad("vcpus",
                    std::string(text) + " is too many (at most " + std::to_string(kMaxVcpus) + ")");
     }
-    if (n == 0) return bad("vcpus", "0 is too few (at least 1)");
-    return static_cast<unsigned>(n);
+    if (*n == 0) return bad("vcpus", "0 is too few (at least 1)");
+    return static_cast<unsigned>(*n);
 }
 
 Result<Console> parse_console(std::string_view text) {
@@ -102,11 +111,10 @@ Result<bool> parse_switch(std::string_view key, std::string_view text) {
 }
 
 Result<uint16_t> parse_port(std::string_view key, std::string_view text) {
-    unsigned long n = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-    if (!all_digits(text) || ec != std::errc{} || n < 1 || n > 65535)
+    std::optional<unsigned long long> n = whole_number(text);
+    if (!n || *n < 1 || *n > 65535)
         return bad(key, quoted(text) + " is not a port number (1 to 65535)");
-    return static_cast<uint16_t>(n);
+    return static_cast<uint16_t>(*n);
 }
 
 Status check_address(std::string_view key, std::string_view text) {
