@@ -1,11 +1,10 @@
 #include "memory/coherence_engine.h"
 
-#include <algorithm>
-
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -52,7 +51,8 @@ CoherenceEngine::CoherenceEngine(GuestMemory& mem, Options opts, Userfaultfd uff
       core_(opts_.self, std::move(homes)),
       fault_start_(num_pages_, 0),
       fault_count_(num_pages_, 0),
-      inv_start_(num_pages_, 0) {
+      inv_start_(num_pages_, 0),
+      gained_at_(opts_.hold_ns ? num_pages_ : 0, 0) {
     actions_.reserve(3 * kMaxNodes);
 }
 
@@ -112,11 +112,27 @@ Status CoherenceEngine::start(Transport& transport) {
         transport_ = &transport;
     }
     fault_thread_ = std::thread([this] { fault_loop(); });
+    if (opts_.hold_ns) hold_thread_ = std::thread([this] { hold_loop(); });
     return {};
 }
 
 void CoherenceEngine::stop() {
     stopping_ = true;
+    if (hold_thread_.joinable()) {
+        {
+            std::lock_guard lk(mu_);
+            hold_stop_ = true;
+        }
+        held_cv_.notify_one();
+        hold_thread_.join();
+        // The receive side keeps serving peers after stop(): what was held goes now, in
+        // order, and nothing is held from here on.
+        std::lock_guard lk(mu_);
+        for (auto& [pfn, q] : held_)
+            for (auto& m : q)
+                if (!failed_) deliver(m.from, m.h, m.payload, now_ns());
+        held_.clear();
+    }
     if (fault_thread_.joinable()) {
         uint64_t one = 1;
         // The eventfd counter cannot overflow from one write; the poll below sees it.
@@ -189,6 +205,26 @@ void CoherenceEngine::on_message(NodeId from, const MsgHeader& h,
         counters_.invalidations_received.fetch_add(1, std::memory_order_relaxed);
     const uint64_t t0 = now_ns();
     std::lock_guard lk(mu_);
+    if (opts_.hold_ns && !hold_stop_ && h.arg < num_pages_) {
+        // Behind a held message from the same node about the same page, or itself taking
+        // away access gained within the hold window: it waits (hold_loop releases it).
+        auto it = held_.find(h.arg);
+        bool behind = it != held_.end() &&
+                      std::any_of(it->second.begin(), it->second.end(),
+                                  [from](const HeldMessage& m) { return m.from == from; });
+        if (behind || in_hold(h, t0)) {
+            held_[h.arg].push_back({from, h, {payload.begin(), payload.end()}});
+            counters_.held_messages.fetch_add(1, std::memory_order_relaxed);
+            held_cv_.notify_one();
+            return;
+        }
+    }
+    deliver(from, h, payload, t0);
+}
+
+void CoherenceEngine::deliver(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload,
+                              uint64_t t0) {
+    const auto type = static_cast<MsgType>(h.type);
     actions_.clear();
     Status st = core_.on_message(from, h, payload, actions_);
     if (!st) return fail(st.error());
@@ -201,6 +237,58 @@ void CoherenceEngine::on_message(NodeId from, const MsgHeader& h,
     }
     st = run_actions(t0);
     if (!st) fail(st.error());
+}
+
+bool CoherenceEngine::in_hold(const MsgHeader& h, uint64_t now) const {
+    const uint64_t pfn = h.arg;
+    if (now >= gained_at_[pfn] + opts_.hold_ns) return false;
+    const LocalState s = core_.local_state(pfn);
+    switch (static_cast<MsgType>(h.type)) {
+        case MsgType::ReadReq:  // the home's write access (a read request downgrades M)
+        case MsgType::Fetch:
+            return s == LocalState::M;
+        case MsgType::WriteReq:  // any access (the home's copy goes)
+        case MsgType::Inv:
+        case MsgType::FetchInv:
+            return s != LocalState::I;
+        default:
+            return false;
+    }
+}
+
+void CoherenceEngine::release_held(uint64_t pfn, std::deque<HeldMessage>& q, uint64_t now,
+                                   uint64_t& next) {
+    uint64_t waiting = 0;  // nodes with a message still held: their later ones keep waiting
+    for (auto it = q.begin(); it != q.end() && !failed_;) {
+        const uint64_t bit = uint64_t{1} << it->from;
+        if (waiting & bit) {
+            ++it;
+        } else if (in_hold(it->h, now)) {
+            waiting |= bit;
+            next = std::min(next, gained_at_[pfn] + opts_.hold_ns);
+            ++it;
+        } else {
+            HeldMessage m = std::move(*it);
+            it = q.erase(it);
+            deliver(m.from, m.h, m.payload, now);
+        }
+    }
+}
+
+void CoherenceEngine::hold_loop() {
+    std::unique_lock lk(mu_);
+    while (!hold_stop_) {
+        const uint64_t now = now_ns();
+        uint64_t next = UINT64_MAX;
+        for (auto it = held_.begin(); it != held_.end();) {
+            release_held(it->first, it->second, now, next);
+            it = it->second.empty() || failed_ ? held_.erase(it) : std::next(it);
+        }
+        if (next == UINT64_MAX)
+            held_cv_.wait(lk);
+        else
+            held_cv_.wait_for(lk, std::chrono::nanoseconds(next - now));
+    }
 }
 
 void CoherenceEngine::on_peer_lost(NodeId peer, const Error& why) {
@@ -279,6 +367,8 @@ Status CoherenceEngine::run_actions(uint64_t t0) {
                 KV_TRY(uffd_.wake(page, kPageSize));
                 break;
         }
+        if (opts_.hold_ns && (a.op == Action::Op::Install || a.op == Action::Op::Unprotect))
+            gained_at_[a.pfn] = now_ns();
         if ((a.op == Action::Op::Install || a.op == Action::Op::Unprotect ||
              a.op == Action::Op::Wake) &&
             fault_start_[a.pfn] != 0 && !core_.pending(a.pfn)) {
@@ -303,9 +393,8 @@ std::vector<CoherenceEngine::HotPage> CoherenceEngine::hottest_pages(size_t n) c
         } else {
             continue;
         }
-        std::sort(out.begin(), out.end(), [](const HotPage& a, const HotPage& b) {
-            return a.faults > b.faults;
-        });
+        std::sort(out.begin(), out.end(),
+                  [](const HotPage& a, const HotPage& b) { return a.faults > b.faults; });
     }
     return out;
 }

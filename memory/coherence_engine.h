@@ -23,11 +23,14 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "base/fd.h"
@@ -50,6 +53,14 @@ class CoherenceEngine : public MessageHandler {
         std::function<void(const Error&)> on_error;
         // Messages that are not coherence messages go here (may be null: dropped).
         MessageHandler* next = nullptr;
+        // Hold window (ns, 0: none): a page this node has just gained access to is kept at
+        // least this long before a message that would take that access away (Inv, Fetch,
+        // FetchInv; at the home a ReadReq or WriteReq) is handled. Such a message waits,
+        // and later messages from the same node about the same page wait behind it, which
+        // is a delay on that connection and nothing the protocol does not already allow.
+        // It lets a vCPU finish a burst of accesses instead of losing the page between
+        // them (docs/memory.md "Hold window").
+        uint64_t hold_ns = 0;
     };
 
     // Registers every region of `mem` with a new userfaultfd. `mem` must outlive the
@@ -94,8 +105,22 @@ class CoherenceEngine : public MessageHandler {
 
     CoherenceEngine(GuestMemory& mem, Options opts, Userfaultfd uffd, Fd stop_fd,
                     std::vector<Span> spans, HomeMap homes);
+    struct HeldMessage {
+        NodeId from;
+        MsgHeader h;
+        std::vector<uint8_t> payload;
+    };
+
     void fault_loop();
+    void hold_loop();
     void handle_fault(const uffd_msg& m);
+    // Hands a message to the core and runs its actions (lock held).
+    void deliver(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload, uint64_t now);
+    // Would handling `h` now take away access this node gained less than hold_ns ago?
+    bool in_hold(const MsgHeader& h, uint64_t now) const;
+    // Delivers the held messages of one page whose time has come; `next` gets the
+    // earliest time a remaining one may go (lock held).
+    void release_held(uint64_t pfn, std::deque<HeldMessage>& q, uint64_t now, uint64_t& next);
     // Runs `actions_` (lock held).
     Status run_actions(uint64_t now_ns);
     void fail(const Error& e);
@@ -120,6 +145,12 @@ class CoherenceEngine : public MessageHandler {
     std::vector<uint64_t> fault_start_;  // under mu_: per page, ns of the first fault waiting
     std::vector<uint32_t> fault_count_;  // under mu_: per page, faults taken here
     std::vector<uint64_t> inv_start_;    // under mu_: per page, ns of the first Inv sent
+    // Hold window (opts_.hold_ns != 0 only).
+    std::vector<uint64_t> gained_at_;  // under mu_: per page, ns this node last gained access
+    std::unordered_map<uint64_t, std::deque<HeldMessage>> held_;  // under mu_: by page
+    std::condition_variable held_cv_;                             // with mu_: held_ grew
+    bool hold_stop_ = false;                                      // under mu_
+    std::thread hold_thread_;
 
     mutable std::mutex err_mu_;   // taken alone or inside mu_, never the other way round
     std::optional<Error> error_;  // under err_mu_

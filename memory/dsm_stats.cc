@@ -38,6 +38,7 @@ DsmStats DsmCounters::snapshot() const {
     s.invalidations_sent = ld(invalidations_sent);
     s.invalidations_received = ld(invalidations_received);
     s.local_invalidations = ld(local_invalidations);
+    s.held_messages = ld(held_messages);
     for (int b = 0; b < kLatencyBuckets; ++b) {
         s.fault_latency.buckets[b] = ld(fault_[b]);
         s.invalidation_latency.buckets[b] = ld(inv_[b]);
@@ -63,10 +64,11 @@ void DsmStats::print(FILE* out) const {
     std::fprintf(out,
                  "dsm: faults read-missing=%llu write-missing=%llu write-protect=%llu\n"
                  "dsm: pages sent=%llu received=%llu\n"
-                 "dsm: invalidations sent=%llu received=%llu local=%llu\n",
+                 "dsm: invalidations sent=%llu received=%llu local=%llu\n"
+                 "dsm: messages held for the hold window=%llu\n",
                  u(read_missing_faults), u(write_missing_faults), u(write_protect_faults),
                  u(pages_sent), u(pages_received), u(invalidations_sent), u(invalidations_received),
-                 u(local_invalidations));
+                 u(local_invalidations), u(held_messages));
     print_hist(out, "fault latency", fault_latency);
     print_hist(out, "invalidation latency", invalidation_latency);
 }

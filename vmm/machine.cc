@@ -107,6 +107,8 @@ Status Machine::connect_cluster(const std::optional<ConfigDigest>& given) {
     eo.self = self_;
     eo.num_nodes = topo_.num_nodes;
     eo.homes = cluster_homes(cl);
+    eo.hold_ns = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(cl.page_hold).count());
     eo.on_error = [this](const Error& e) {
         request_stop(StopReason::Failed, "guest memory: " + e.message);
     };

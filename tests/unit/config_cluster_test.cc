@@ -149,6 +149,12 @@ TEST_F(ConfigCluster, ClusterKeys) {
         c = run(head() + "connect-timeout = " + text + "\n" + node(0, "a", 1, 1, "64M"));
         EXPECT_EQ(c.cluster.connect_timeout.count(), ms) << text;
     }
+    EXPECT_EQ(c.cluster.page_hold.count(), 0);  // no hold window unless asked
+    for (auto [text, us] : {std::pair{"0", 0}, std::pair{"250us", 250}, std::pair{"2ms", 2000},
+                            std::pair{"100ms", 100000}}) {
+        c = run(head() + "page-hold = " + text + "\n" + node(0, "a", 1, 1, "64M"));
+        EXPECT_EQ(c.cluster.page_hold.count(), us) << text;
+    }
 }
 
 TEST_F(ConfigCluster, BadClusterValues) {
@@ -160,12 +166,20 @@ TEST_F(ConfigCluster, BadClusterValues) {
               at(4) + "connect-timeout: 0s is too short (at least 1ms)");
     EXPECT_EQ(error(head() + "connect-timeout = 61m\n" + node(0, "a", 1, 1, "64M")),
               at(4) + "connect-timeout: 61m is too long (at most 60m)");
+    EXPECT_EQ(error(head() + "page-hold = 500\n" + node(0, "a", 1, 1, "64M")),
+              at(4) +
+                  "page-hold: \"500\" is not a hold time (use e.g. 0, 200us or 2ms) (a unit "
+                  "is required)");
+    EXPECT_EQ(error(head() + "page-hold = 2s\n" + node(0, "a", 1, 1, "64M")),
+              at(4) + "page-hold: \"2s\" is not a hold time (use e.g. 0, 200us or 2ms)");
+    EXPECT_EQ(error(head() + "page-hold = 101ms\n" + node(0, "a", 1, 1, "64M")),
+              at(4) + "page-hold: 101ms is too long (at most 100ms)");
     EXPECT_EQ(error(head() + "transport = rdma\n" + node(0, "a", 1, 1, "64M")),
               at(4) + "transport: \"rdma\" is not one of tcp");
     EXPECT_EQ(error(head() + "timeout = 1s\n" + node(0, "a", 1, 1, "64M")),
               at(4) +
                   "unknown key \"timeout\" in [cluster] (known: key-file, connect-timeout, "
-                  "transport)");
+                  "transport, page-hold)");
     EXPECT_EQ(error(head() + "key-file = other\n" + node(0, "a", 1, 1, "64M")),
               at(4) + "key-file: given twice (first at line 3)");
     EXPECT_EQ(error(head() + "[cluster]\n" + node(0, "a", 1, 1, "64M")),

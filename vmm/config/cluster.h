@@ -17,7 +17,8 @@ namespace kv::config {
 // The canonical text: the kernel's and initrd's SHA-256 and size (contents, not paths),
 // the cmdline, the transport, and every node's id, address, port, vcpus and memory. Not in
 // it: which node this is, --local, console, stats, log-level, on-reboot, connect-timeout,
-// the key file's path. Reads the kernel and initrd (errors name them: "kernel: PATH: ...").
+// page-hold, the key file's path. Reads the kernel and initrd (errors name them: "kernel: PATH:
+// ...").
 Result<std::string> digest_text(const VmConfig& cfg);
 Result<ConfigDigest> config_digest(const VmConfig& cfg);
 

@@ -152,7 +152,8 @@ struct FileValues {
 constexpr std::string_view kClusterSection = "cluster";
 constexpr std::string_view kNodePrefix = "node.";
 constexpr std::array<std::string_view, 4> kNodeKeys{"address", "port", "vcpus", "memory"};
-constexpr std::array<std::string_view, 3> kClusterKeys{"key-file", "connect-timeout", "transport"};
+constexpr std::array<std::string_view, 4> kClusterKeys{"key-file", "connect-timeout", "transport",
+                                                       "page-hold"};
 
 template <size_t N>
 bool one_of(const std::array<std::string_view, N>& keys, std::string_view key) {
@@ -443,6 +444,10 @@ Status build_cluster(VmConfig& cfg, const RawMap& values, const FileValues& file
             Result<std::chrono::milliseconds> r = parse_duration(key, value.text);
             if (!r.ok()) return at(value.origin, r.error());
             cl.connect_timeout = *r;
+        } else if (key == "page-hold") {
+            Result<std::chrono::microseconds> r = parse_page_hold(value.text);
+            if (!r.ok()) return at(value.origin, r.error());
+            cl.page_hold = *r;
         } else if (key == "transport") {
             Result<std::string> r = parse_transport(value.text);
             if (!r.ok()) return at(value.origin, r.error());

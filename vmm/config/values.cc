@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <charconv>
 #include <climits>
 #include <cstdio>
@@ -40,6 +41,28 @@ std::optional<unsigned long long> whole_number(std::string_view s) {
     unsigned long long n = 0;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
     return ec == std::errc{} ? n : ULLONG_MAX;
+}
+
+// A whole number followed by one of `units` (name, scale), e.g. "500ms": the number times
+// the unit's scale (ULLONG_MAX when that overflows, so any upper bound refuses it). Nothing
+// without digits or with another unit; `unitless` tells a caller that digits alone came.
+struct Unit {
+    std::string_view name;
+    unsigned long long scale;
+};
+template <size_t N>
+std::optional<unsigned long long> number_with_unit(std::string_view text,
+                                                   const std::array<Unit, N>& units,
+                                                   bool& unitless) {
+    size_t digits = 0;
+    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+    unitless = digits > 0 && digits == text.size();
+    std::optional<unsigned long long> n = whole_number(text.substr(0, digits));
+    if (!n) return std::nullopt;
+    for (const Unit& u : units)
+        if (text.substr(digits) == u.name)
+            return *n > ULLONG_MAX / u.scale ? ULLONG_MAX : *n * u.scale;
+    return std::nullopt;
 }
 
 }  // namespace
@@ -148,19 +171,31 @@ Status check_address(std::string_view key, std::string_view text) {
 }
 
 Result<std::chrono::milliseconds> parse_duration(std::string_view key, std::string_view text) {
-    size_t digits = 0;
-    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-    std::string_view unit = text.substr(digits);
-    uint64_t scale = unit == "ms" ? 1 : unit == "s" ? 1000 : unit == "m" ? 60000 : 0;
-    uint64_t n = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + digits, n);
-    if (digits == 0 || scale == 0 || ec != std::errc{}) {
-        std::string hint = digits == text.size() && digits > 0 ? " (a unit is required)" : "";
+    constexpr std::array<Unit, 3> units{{{"ms", 1}, {"s", 1000}, {"m", 60000}}};
+    bool unitless = false;
+    std::optional<unsigned long long> ms = number_with_unit(text, units, unitless);
+    if (!ms) {
+        std::string hint = unitless ? " (a unit is required)" : "";
         return bad(key, quoted(text) + " is not a duration (use e.g. 30s, 500ms or 2m)" + hint);
     }
-    if (n == 0) return bad(key, std::string(text) + " is too short (at least 1ms)");
-    if (n > 3600000 / scale) return bad(key, std::string(text) + " is too long (at most 60m)");
-    return std::chrono::milliseconds(n * scale);
+    if (*ms == 0) return bad(key, std::string(text) + " is too short (at least 1ms)");
+    if (*ms > 3600000) return bad(key, std::string(text) + " is too long (at most 60m)");
+    return std::chrono::milliseconds(*ms);
+}
+
+Result<std::chrono::microseconds> parse_page_hold(std::string_view text) {
+    constexpr std::string_view key = "page-hold";
+    if (text == "0") return std::chrono::microseconds(0);
+    constexpr std::array<Unit, 2> units{{{"us", 1}, {"ms", 1000}}};
+    bool unitless = false;
+    std::optional<unsigned long long> us = number_with_unit(text, units, unitless);
+    if (!us) {
+        std::string hint = unitless ? " (a unit is required)" : "";
+        return bad(key, quoted(text) + " is not a hold time (use e.g. 0, 200us or 2ms)" + hint);
+    }
+    if (*us > static_cast<unsigned long long>(kMaxPageHold.count()))
+        return bad(key, std::string(text) + " is too long (at most 100ms)");
+    return std::chrono::microseconds(*us);
 }
 
 Result<std::string> parse_transport(std::string_view text) {
