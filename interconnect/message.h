@@ -20,27 +20,29 @@ constexpr uint32_t kMaxPayload = 64 * 1024;  // a page plus room; anything large
 // Message types. Groups: 0x01xx control, 0x02xx coherence, 0x03xx vCPU/IPI, 0x04xx I/O.
 enum class MsgType : uint16_t {
     // control
-    Hello = 0x0101,      // handshake: node id, cluster config digest, auth
+    Hello = 0x0101,  // handshake: node id, cluster config digest, auth
     HelloAck = 0x0102,
-    Shutdown = 0x0103,   // the guest stopped; payload: exit code and reason
-    Ping = 0x0104,       // request/response round trip (benchmarks, liveness)
+    Shutdown = 0x0103,  // the guest stopped; payload: exit code and reason
+    Ping = 0x0104,      // request/response round trip (benchmarks, liveness)
     Pong = 0x0105,
-    Ready = 0x0106,      // node -> I/O node: this node's vCPUs exist and wait for SIPI
+    Ready = 0x0106,    // node -> I/O node: this node's vCPUs exist and wait for SIPI
+    TscRate = 0x0107,  // I/O node -> node, before the BSP starts: arg = the guest TSC's
+                       // rate in kHz (as it runs, not as told to a dilated guest)
     // coherence (memory/): `arg` is the guest page frame number
-    ReadReq = 0x0201,    // requester -> home
-    WriteReq = 0x0202,   // requester -> home (also upgrade S->M)
-    Fetch = 0x0203,      // home -> owner: downgrade to S and send the page
-    FetchInv = 0x0204,   // home -> owner: send the page and invalidate
-    Inv = 0x0205,        // home -> sharer: invalidate
-    InvAck = 0x0206,     // sharer -> home
-    FetchReply = 0x0207, // owner -> home, payload: page (or empty if unchanged)
-    Grant = 0x0208,      // home -> requester, payload: page, or empty for zero/upgrade grants
-    GrantAck = 0x0209,   // requester -> home: installed, the home may serve the next request
+    ReadReq = 0x0201,     // requester -> home
+    WriteReq = 0x0202,    // requester -> home (also upgrade S->M)
+    Fetch = 0x0203,       // home -> owner: downgrade to S and send the page
+    FetchInv = 0x0204,    // home -> owner: send the page and invalidate
+    Inv = 0x0205,         // home -> sharer: invalidate
+    InvAck = 0x0206,      // sharer -> home
+    FetchReply = 0x0207,  // owner -> home, payload: page (or empty if unchanged)
+    Grant = 0x0208,       // home -> requester, payload: page, or empty for zero/upgrade grants
+    GrantAck = 0x0209,    // requester -> home: installed, the home may serve the next request
     // vCPUs and interrupts (vcpu/)
-    Ipi = 0x0301,        // deliver an interrupt to a local vCPU: payload ipi record
+    Ipi = 0x0301,           // deliver an interrupt to a local vCPU: payload ipi record
     ApicIdUpdate = 0x0302,  // a LAPIC's addressing state changed (APIC ID, LDR, DFR)
     // forwarded I/O (vmm/)
-    IoReq = 0x0401,      // PIO/MMIO access forwarded to the I/O node
+    IoReq = 0x0401,  // PIO/MMIO access forwarded to the I/O node
     IoReply = 0x0402,
 };
 

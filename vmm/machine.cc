@@ -201,7 +201,8 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
     // Without kvmclock the guest must be told its TSC frequency, or it calibrates against
     // timers whose reads are slow exits and may give up on the TSC (lab-notes.md).
     std::string cmdline = cfg.cmdline;
-    if (!has_param(cmdline, "tsc_early_khz")) {
+    const bool told = has_param(cmdline, "tsc_early_khz");
+    if (!told || multi_) {
         Result<uint32_t> kvm_khz = Error{"no vCPU"};
         if (!vcpus_.empty()) kvm_khz = vcpus_[0]->fd().get_tsc_khz();
         uint64_t measured = measure_tsc_khz();
@@ -211,11 +212,19 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
                     *kvm_khz, static_cast<unsigned long long>(measured));
         // With time dilation the guest is told a TSC D times faster than it runs, so its
         // TSC-based time runs D times slower, like the PIT and the PM timer.
-        if (khz)
+        if (khz && !told)
             cmdline =
                 add_param(cmdline, "tsc_early_khz=" + std::to_string(khz * cfg.time_dilation));
-        else
+        else if (!khz)
             KV_WARN("cannot tell the TSC frequency; the guest will calibrate it");
+        if (multi_) {
+            if (!khz)
+                return Error{
+                    "cannot tell the TSC frequency, which a guest over several nodes "
+                    "needs (its PM timer runs on the TSC)"};
+            tsc_khz_ = khz;
+            KV_TRY(link_->announce_tsc_khz(khz));
+        }
     }
     boot::LinuxBootConfig lb{cfg.kernel, cfg.initrd, cmdline, rsdp->value};
     auto info = boot::load_linux(*mem_, lb);
@@ -297,6 +306,11 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     // its rate against the TSC and the PM timer.
     const uint32_t dilation = cfg.time_dilation;
     const MonotonicClock guest_clock = dilated(monotonic_ns, dilation);
+    // Over several nodes the PM timer is read on every node (read_pm_timer), so it runs on
+    // what every node shares, the guest TSC, and counts from the guest TSC's zero.
+    const MonotonicClock pm_clock =
+        multi_ ? MonotonicClock([this] { return guest_tsc_ns(tsc_khz_.load()); }) : guest_clock;
+    const std::optional<uint64_t> pm_origin = multi_ ? std::optional<uint64_t>(0) : std::nullopt;
     pit_ = std::make_shared<Pit8254>(IrqLine(this, 0), guest_clock, dilation);
     KV_TRY(pio_bus_.insert(Pit8254::kBase, Pit8254::kSize, pit_, "pit"));
     KV_TRY(pio_bus_.insert(0x61, 1, std::make_shared<PortWindow>(pit_, Pit8254::kPort61Offset),
@@ -304,12 +318,12 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
 
     KV_TRY(pio_bus_.insert(RtcCmos::kBase, RtcCmos::kSize, std::make_shared<RtcCmos>(), "rtc"));
     auto reset = [this] { request_stop(StopReason::Reset, "guest reset"); };
-    KV_TRY(pio_bus_.insert(
-        AcpiPm::kBase, AcpiPm::kSize,
-        std::make_shared<AcpiPm>(
-            IrqLine(this, kSciIrq),
-            [this] { request_stop(StopReason::PowerOff, "guest powered off"); }, guest_clock),
-        "acpi-pm"));
+    KV_TRY(pio_bus_.insert(AcpiPm::kBase, AcpiPm::kSize,
+                           std::make_shared<AcpiPm>(
+                               IrqLine(this, kSciIrq),
+                               [this] { request_stop(StopReason::PowerOff, "guest powered off"); },
+                               pm_clock, pm_origin),
+                           "acpi-pm"));
     KV_TRY(pio_bus_.insert(PciHost::kBase, PciHost::kSize, std::make_shared<PciHost>(reset),
                            "pci-host"));
     KV_TRY(pio_bus_.insert(PvPanic::kPort, 1, std::make_shared<PvPanic>([this](uint8_t ev) {
@@ -346,8 +360,27 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     return {};
 }
 
+uint64_t Machine::guest_tsc_ns(uint64_t khz) const {
+    if (khz == 0 || !tsc_offset_) return 0;
+    const uint64_t tsc = __builtin_ia32_rdtsc() + *tsc_offset_;
+    const uint64_t dilation = std::max<uint64_t>(cfg_.time_dilation, 1);
+    return uint64_t((unsigned __int128)tsc * 1'000'000u / khz / dilation);
+}
+
+bool Machine::read_pm_timer(uint16_t port, std::span<uint8_t> data) const {
+    const uint64_t khz = link_->tsc_khz();
+    constexpr uint64_t first = AcpiPm::kBase + AcpiPm::kPmTmrOffset;
+    if (khz == 0 || port < first || port + data.size() > first + 4) return false;
+    const uint32_t v = AcpiPm::timer_at(guest_tsc_ns(khz));
+    for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(v >> (8 * (port - first + i)));
+    return true;
+}
+
 bool Machine::pio(uint16_t port, std::span<uint8_t> data, bool is_write) {
-    if (!io_node()) return link_->forward_io(IoKind::Pio, port, data, is_write);
+    if (!io_node()) {
+        if (!is_write && read_pm_timer(port, data)) return true;
+        return link_->forward_io(IoKind::Pio, port, data, is_write);
+    }
     if (is_write) return pio_bus_.write(port, data);
     return pio_bus_.read(port, data);
 }

@@ -68,6 +68,12 @@ class Machine : public IoHandler, public IrqChip {
     Status setup_devices(const config::VmConfig& cfg);
     Status create_vm_and_vcpus();
     bool io_node() const { return self_ == 0; }
+    // Multi-node: guest time in ns from the guest TSC (this node's host TSC plus
+    // tsc_offset_) at `khz`, the TSC's real rate, slowed by the time dilation. The ACPI PM
+    // timer follows it on every node, so it agrees with the TSC, and across nodes.
+    uint64_t guest_tsc_ns(uint64_t khz) const;
+    // Other nodes: a read of the PM timer served here (false: forward it to node 0).
+    bool read_pm_timer(uint16_t port, std::span<uint8_t> data) const;
     // Stops the vCPUs and tears the node's links down (run()'s end and the destructor).
     void shut_down();
 
@@ -77,6 +83,7 @@ class Machine : public IoHandler, public IrqChip {
     GuestTopology topo_;
     uint32_t first_vcpu_ = 0, local_vcpus_ = 0;  // this node's vCPUs
     std::optional<uint64_t> tsc_offset_;         // KVM TSC offset of this node's vCPUs
+    std::atomic<uint64_t> tsc_khz_{0};  // node 0 of a multi-node guest: the TSC's real rate
     std::optional<Kvm> kvm_;
     VmFd vm_;
     std::optional<GuestMemory> mem_;

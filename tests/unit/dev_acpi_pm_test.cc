@@ -55,6 +55,20 @@ TEST_F(AcpiPmTest, TimerCountsAt3579545HzAndWrapsAt24Bits) {
     EXPECT_EQ(in(0x60B, 1), 0x00u);
 }
 
+// A counter with an explicit origin (every node of a multi-node guest counts from the
+// guest TSC's zero) reads what timer_at() computes for the time since that origin.
+TEST(AcpiPmOrigin, CountsFromTheGivenOriginAsTimerAtDoes) {
+    FakeIrqChip chip;
+    uint64_t now = 7'000'000'000;
+    AcpiPm pm(
+        IrqLine(&chip, 9), [] {}, [&] { return now; }, 2'000'000'000);
+    uint8_t b[4] = {};
+    pm.read(AcpiPm::kPmTmrOffset, b);
+    EXPECT_EQ(load_le(std::span<const uint8_t>(b, 4)), AcpiPm::timer_at(5'000'000'000));
+    EXPECT_EQ(AcpiPm::timer_at(5'000'000'000), uint32_t((5 * 3'579'545ull) & 0xFFFFFF));
+    EXPECT_EQ(AcpiPm::timer_at(1'000'000'000), 3'579'545u);
+}
+
 TEST_F(AcpiPmTest, TimerStatusSetWhenBit23Toggles) {
     EXPECT_EQ(in(0x600, 2) & AcpiPm::kTmrSts, 0u);
     now += ticks_to_ns(1u << 23, AcpiPm::kTimerHz);

@@ -176,6 +176,15 @@ TEST(NodeLink, TscSyncReturnsNodeZerosBase) {
     EXPECT_LE(std::abs(est->host_delta), int64_t(est->best_rtt));
 }
 
+TEST(NodeLink, TscRateReachesTheOtherNodes) {
+    Pair p;
+    EXPECT_EQ(p.link1.tsc_khz(), 0u);
+    ASSERT_TRUE(p.link0.announce_tsc_khz(2'500'000).ok());
+    // The Pong follows the TscRate on the same connection.
+    ASSERT_TRUE(p.link1.sync_tsc(true, 1, std::chrono::steady_clock::now() + 10s).ok());
+    EXPECT_EQ(p.link1.tsc_khz(), 2'500'000u);
+}
+
 TEST(NodeLink, PeerLostStopsTheGuestNamingThePeerAndFailsWaitingIo) {
     Pair p;
     ASSERT_TRUE(p.hub->inject_peer_loss(0, 1, "connection reset").ok());
@@ -205,6 +214,16 @@ TEST(NodeLink, MalformedMessagesStopTheGuestNamingTheSender) {
     ASSERT_TRUE(p.rec0.wait([&] { return p.rec0.stop.has_value(); }));
     EXPECT_NE(p.rec0.stop->second.find("node 1 sent a malformed IoReq"), std::string::npos)
         << p.rec0.stop->second;
+}
+
+TEST(NodeLink, ATscRateOfZeroStopsTheGuest) {
+    Pair p;
+    MsgHeader h;
+    h.type = static_cast<uint16_t>(MsgType::TscRate);
+    ASSERT_TRUE(p.t0->send(1, h).ok());
+    ASSERT_TRUE(p.rec1.wait([&] { return p.rec1.stop.has_value(); }));
+    EXPECT_EQ(p.rec1.stop->second, "node 0 sent a TscRate of 0 kHz");
+    EXPECT_EQ(p.link1.tsc_khz(), 0u);
 }
 
 }  // namespace

@@ -17,18 +17,19 @@ uint8_t byte_of(uint32_t v, uint64_t i) {
 }
 }  // namespace
 
-AcpiPm::AcpiPm(IrqLine sci, std::function<void()> on_power_off, MonotonicClock clock)
+AcpiPm::AcpiPm(IrqLine sci, std::function<void()> on_power_off, MonotonicClock clock,
+               std::optional<uint64_t> origin_ns)
     : sci_(sci),
       on_power_off_(std::move(on_power_off)),
       clock_(std::move(clock)),
-      origin_ns_(clock_()) {}
+      origin_ns_(origin_ns ? *origin_ns : clock_()) {}
 
 uint64_t AcpiPm::ticks_now() const {
     return ns_to_ticks(clock_() - origin_ns_, kTimerHz);
 }
 
 uint32_t AcpiPm::timer_value() const {
-    return uint32_t(ticks_now() & 0xFFFFFF);
+    return timer_at(clock_() - origin_ns_);
 }
 
 void AcpiPm::update_tmr_sts_locked() {

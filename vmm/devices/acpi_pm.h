@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 
 #include "vmm/devices/bus.h"
 #include "vmm/devices/clock.h"
@@ -60,7 +61,9 @@ class AcpiPm : public Device {
     static constexpr uint16_t kSlpTypShift = 10, kSlpTypMask = 7u << kSlpTypShift;
     static constexpr uint16_t kSlpEn = 1u << 13;
 
-    AcpiPm(IrqLine sci, std::function<void()> on_power_off, MonotonicClock clock = monotonic_ns);
+    // The counter reads 0 at `origin_ns` of `clock` (default: at construction).
+    AcpiPm(IrqLine sci, std::function<void()> on_power_off, MonotonicClock clock = monotonic_ns,
+           std::optional<uint64_t> origin_ns = std::nullopt);
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
@@ -73,6 +76,8 @@ class AcpiPm : public Device {
 
     // The 24-bit PM_TMR value now (as the guest would read it).
     uint32_t timer_value() const;
+    // The PM_TMR value `ns` after the counter's origin.
+    static uint32_t timer_at(uint64_t ns) { return uint32_t(ns_to_ticks(ns, kTimerHz) & 0xFFFFFF); }
 
   private:
     uint8_t read_byte_locked(uint64_t offset, uint32_t tmr);

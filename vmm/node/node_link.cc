@@ -14,6 +14,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// A TscRate above 100 GHz is not a TSC.
+constexpr uint64_t kMaxTscKhz = 100'000'000;
+
 uint64_t host_tsc() {
     return __rdtsc();
 }
@@ -140,6 +143,17 @@ Status NodeLink::send_ready() {
     Transport* t = transport_.load();
     if (!t) return Error{"ready: no transport"};
     return t->send(kIoNode, h);
+}
+
+Status NodeLink::announce_tsc_khz(uint64_t khz) {
+    MsgHeader h;
+    h.type = static_cast<uint16_t>(MsgType::TscRate);
+    h.arg = khz;
+    Transport* t = transport_.load();
+    if (!t) return Error{"TSC rate: no transport"};
+    for (NodeId k = 0; k < num_nodes_; ++k)
+        if (k != self_) KV_TRY(t->send(k, h));
+    return {};
 }
 
 Status NodeLink::wait_ready(Clock::time_point deadline) {
@@ -380,6 +394,13 @@ void NodeLink::on_message(NodeId from, const MsgHeader& h, std::span<const uint8
             pong_ = std::pair{h.arg, base};
             pong_arrival_ = arrival;
             cv_.notify_all();
+            return;
+        }
+        case MsgType::TscRate: {
+            if (self_ == kIoNode) return malformed("a TscRate to node 0");
+            if (h.arg == 0 || h.arg > kMaxTscKhz)
+                return malformed("a TscRate of " + std::to_string(h.arg) + " kHz");
+            tsc_khz_.store(h.arg);
             return;
         }
         case MsgType::Ready: {

@@ -81,6 +81,12 @@ class NodeLink : public MessageHandler {
                              std::chrono::steady_clock::time_point deadline);
     // Other nodes: tell node 0 this node's vCPUs exist (they wait for SIPI).
     Status send_ready();
+    // Node 0: tells every other node the guest TSC's rate (kHz as it runs), which they
+    // need to serve the ACPI PM timer themselves (Machine::pio); sent before the BSP
+    // starts, so it reaches a node before any SIPI does.
+    Status announce_tsc_khz(uint64_t khz);
+    // Other nodes: that rate, 0 until it has come.
+    uint64_t tsc_khz() const { return tsc_khz_.load(); }
     // Node 0: wait for every other node's Ready; the error names those missing.
     Status wait_ready(std::chrono::steady_clock::time_point deadline);
 
@@ -122,6 +128,7 @@ class NodeLink : public MessageHandler {
     Host host_;
     std::atomic<Transport*> transport_{nullptr};
     std::atomic<uint64_t> tsc_base_{0};
+    std::atomic<uint64_t> tsc_khz_{0};
     std::atomic<bool> stop_sent_{false};
     Counters counters_;
 
