@@ -251,7 +251,8 @@ void NodeLink::broadcast_stop(StopReason reason, const std::string& detail) {
     MsgHeader h;
     h.type = static_cast<uint16_t>(MsgType::Shutdown);
     for (NodeId k = 0; k < num_nodes_; ++k) {
-        if (k == self_) continue;
+        // A node whose connection is gone is not told (its loss is what stopped the guest).
+        if (k == self_ || (lost_.load() >> k & 1)) continue;
         // A node that misses this learns of the stop only from the lost connection.
         if (Status s = send(k, h, as_bytes_of(p)); !s)
             KV_WARN("node %u: cannot tell node %u the guest stopped: %s", self_, k,
@@ -416,6 +417,7 @@ void NodeLink::on_message(NodeId from, const MsgHeader& h, std::span<const uint8
 }
 
 void NodeLink::on_peer_lost(NodeId peer, const Error& why) {
+    if (peer < 64) lost_.fetch_or(uint64_t{1} << peer);
     close();
     if (host_.stop)
         host_.stop(StopReason::Failed, "node " + std::to_string(peer) + " lost: " + why.message);

@@ -129,6 +129,7 @@ class NodeLink : public MessageHandler {
     std::atomic<Transport*> transport_{nullptr};
     std::atomic<uint64_t> tsc_base_{0};
     std::atomic<uint64_t> tsc_khz_{0};
+    std::atomic<uint64_t> lost_{0};  // nodes whose connection was lost (bit per node)
     std::atomic<bool> stop_sent_{false};
     Counters counters_;
 
