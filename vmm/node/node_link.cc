@@ -149,10 +149,8 @@ Status NodeLink::announce_tsc_khz(uint64_t khz) {
     MsgHeader h;
     h.type = static_cast<uint16_t>(MsgType::TscRate);
     h.arg = khz;
-    Transport* t = transport_.load();
-    if (!t) return Error{"TSC rate: no transport"};
     for (NodeId k = 0; k < num_nodes_; ++k)
-        if (k != self_) KV_TRY(t->send(k, h));
+        if (k != self_) KV_TRY(send(k, h, {}));
     return {};
 }
 
