@@ -29,6 +29,7 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::Pong, "Pong", {Kind::UpTo, kMaxPayload}},
     {MsgType::Ready, "Ready", {Kind::Empty, 0}},
     {MsgType::TscRate, "TscRate", {Kind::Empty, 0}},
+    {MsgType::HpetCounter, "HpetCounter", {Kind::Fixed, 8}},
     {MsgType::ReadReq, "ReadReq", {Kind::Empty, 0}},
     {MsgType::WriteReq, "WriteReq", {Kind::Empty, 0}},
     {MsgType::Fetch, "Fetch", {Kind::Empty, 0}},

@@ -25,9 +25,12 @@ enum class MsgType : uint16_t {
     Shutdown = 0x0103,  // the guest stopped; payload: exit code and reason
     Ping = 0x0104,      // request/response round trip (benchmarks, liveness)
     Pong = 0x0105,
-    Ready = 0x0106,    // node -> I/O node: this node's vCPUs exist and wait for SIPI
-    TscRate = 0x0107,  // I/O node -> node, before the BSP starts: arg = the guest TSC's
-                       // rate in kHz (as it runs, not as told to a dilated guest)
+    Ready = 0x0106,        // node -> I/O node: this node's vCPUs exist and wait for SIPI
+    TscRate = 0x0107,      // I/O node -> node, before the BSP starts: arg = the guest TSC's
+                           // rate in kHz (as it runs, not as told to a dilated guest)
+    HpetCounter = 0x0108,  // I/O node -> node: the HPET main counter changed; arg = 1 if
+                           // it runs, payload: its value (u64; running: minus the ticks of
+                           // guest time so far)
     // coherence (memory/): `arg` is the guest page frame number
     ReadReq = 0x0201,     // requester -> home
     WriteReq = 0x0202,    // requester -> home (also upgrade S->M)

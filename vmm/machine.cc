@@ -17,6 +17,7 @@
 #include "vmm/config/cluster.h"
 #include "vmm/devices/acpi_pm.h"
 #include "vmm/devices/console.h"
+#include "vmm/devices/hpet.h"
 #include "vmm/devices/i8042.h"
 #include "vmm/devices/ioapic.h"
 #include "vmm/devices/pci_host.h"
@@ -169,9 +170,10 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
 
     Result<Gpa> rsdp = Gpa(0);
     if (io_node()) {
-        rsdp = boot::write_acpi_tables(*mem_,
-                                       multi_ ? cluster_acpi_config(*mem_, cfg.cluster, topo_)
-                                              : boot::AcpiConfig::single_node(*mem_, cfg.vcpus));
+        boot::AcpiConfig acpi = multi_ ? cluster_acpi_config(*mem_, cfg.cluster, topo_)
+                                       : boot::AcpiConfig::single_node(*mem_, cfg.vcpus);
+        acpi.hpet = boot::AcpiHpet{Hpet::kBase, uint32_t(Hpet::capabilities())};
+        rsdp = boot::write_acpi_tables(*mem_, acpi);
         if (!rsdp) return rsdp.error();
     }
 
@@ -311,6 +313,12 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     const MonotonicClock pm_clock =
         multi_ ? MonotonicClock([this] { return guest_tsc_ns(tsc_khz_.load()); }) : guest_clock;
     const std::optional<uint64_t> pm_origin = multi_ ? std::optional<uint64_t>(0) : std::nullopt;
+    // The HPET too, so that its counter agrees with the TSC and the PM timer; every other
+    // node serves counter reads itself (read_hpet_counter) from the state node 0 sends.
+    Hpet::OnCounter on_hpet;
+    if (multi_) on_hpet = [this](const Hpet::Counter& c) { link_->announce_hpet(c); };
+    KV_TRY(mmio_bus_.insert(Hpet::kBase, Hpet::kSize, std::make_shared<Hpet>(pm_clock, on_hpet),
+                            "hpet"));
     pit_ = std::make_shared<Pit8254>(IrqLine(this, 0), guest_clock, dilation);
     KV_TRY(pio_bus_.insert(Pit8254::kBase, Pit8254::kSize, pit_, "pit"));
     KV_TRY(pio_bus_.insert(0x61, 1, std::make_shared<PortWindow>(pit_, Pit8254::kPort61Offset),
@@ -376,6 +384,14 @@ bool Machine::read_pm_timer(uint16_t port, std::span<uint8_t> data) const {
     return true;
 }
 
+bool Machine::read_hpet_counter(uint64_t addr, std::span<uint8_t> data) const {
+    const uint64_t khz = link_->tsc_khz();
+    constexpr uint64_t first = Hpet::kBase + Hpet::kCounterOffset;
+    if (khz == 0 || addr < first || addr + data.size() > first + 8) return false;
+    store_le(data, link_->hpet_counter().at(guest_tsc_ns(khz)) >> (8 * (addr - first)));
+    return true;
+}
+
 bool Machine::pio(uint16_t port, std::span<uint8_t> data, bool is_write) {
     if (!io_node()) {
         if (!is_write && read_pm_timer(port, data)) return true;
@@ -386,7 +402,10 @@ bool Machine::pio(uint16_t port, std::span<uint8_t> data, bool is_write) {
 }
 
 bool Machine::mmio(uint64_t addr, std::span<uint8_t> data, bool is_write) {
-    if (!io_node()) return link_->forward_io(IoKind::Mmio, addr, data, is_write);
+    if (!io_node()) {
+        if (!is_write && read_hpet_counter(addr, data)) return true;
+        return link_->forward_io(IoKind::Mmio, addr, data, is_write);
+    }
     if (is_write) return mmio_bus_.write(addr, data);
     return mmio_bus_.read(addr, data);
 }

@@ -74,6 +74,8 @@ class Machine : public IoHandler, public IrqChip {
     uint64_t guest_tsc_ns(uint64_t khz) const;
     // Other nodes: a read of the PM timer served here (false: forward it to node 0).
     bool read_pm_timer(uint16_t port, std::span<uint8_t> data) const;
+    // Other nodes: a read of the HPET's main counter served here (false: forward it).
+    bool read_hpet_counter(uint64_t addr, std::span<uint8_t> data) const;
     // Stops the vCPUs and tears the node's links down (run()'s end and the destructor).
     void shut_down();
 

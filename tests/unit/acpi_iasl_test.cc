@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -157,6 +158,19 @@ TEST_F(AcpiIasl, DsdtWithPciRootBridgeDisassemblesAndRecompilesCleanly) {
     EXPECT_NE(text.find("EisaId (\"PNP0A03\")"), std::string::npos) << text;
     EXPECT_NE(text.find("0xFEBFFFFF"), std::string::npos) << text;
     if (::getenv("KV_SHOW_DSDT")) std::fputs(text.c_str(), stderr);
+}
+
+TEST_F(AcpiIasl, HpetTableDisassemblesAndRecompilesCleanly) {
+    auto mem = GuestMemory::create(256ull << 20);
+    ASSERT_TRUE(mem.ok());
+    auto cfg = AcpiConfig::single_node(*mem, 1);
+    cfg.hpet = AcpiHpet{0xFED00000, 0x4B562201};
+    auto names = dump(cfg, *mem);
+    ASSERT_NE(std::find(names.begin(), names.end(), "hpet"), names.end());
+    EXPECT_EQ(check("hpet"), "");
+    std::ifstream in(dir_ / "hpet.dsl");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("00000000FED00000"), std::string::npos) << text;
 }
 
 TEST_F(AcpiIasl, CheckerCatchesABadTable) {

@@ -185,6 +185,30 @@ TEST(AcpiTables, FadtDescribesPmHardware) {
     EXPECT_EQ(facs.gpa % 64, 0u);
 }
 
+TEST(AcpiTables, HpetTableOnlyWhenAsked) {
+    auto mem = GuestMemory::create(64 * kMiB);
+    ASSERT_TRUE(mem.ok());
+    auto cfg = AcpiConfig::single_node(*mem, 1);
+    auto rsdp = write_acpi_tables(*mem, cfg);
+    ASSERT_TRUE(rsdp.ok());
+    EXPECT_FALSE(walk(*mem, *rsdp).by_sig.count("HPET"));
+
+    cfg.hpet = AcpiHpet{0xFED00000, 0x4B562201};
+    rsdp = write_acpi_tables(*mem, cfg);
+    ASSERT_TRUE(rsdp.ok()) << rsdp.error().message;
+    Tables t = walk(*mem, *rsdp);
+    EXPECT_EQ(t.xsdt.b.size(), 36u + 5 * 8);
+    ASSERT_TRUE(t.by_sig.count("HPET"));
+    const Table& h = t.by_sig["HPET"];
+    expect_header(h, "HPET", 1);
+    EXPECT_EQ(h.b.size(), 56u);
+    EXPECT_EQ(h.u32(36), 0x4B562201u);  // Event Timer Block ID
+    EXPECT_EQ(h.u8(40), 0);             // base address: system memory
+    EXPECT_EQ(h.u8(41), 64);            // register width
+    EXPECT_EQ(h.u64(44), 0xFED00000u);
+    EXPECT_EQ(h.u8(52), 0);  // HPET number
+}
+
 TEST(AcpiTables, FadtWithoutFixedPowerButton) {
     auto mem = GuestMemory::create(64 * kMiB);
     ASSERT_TRUE(mem.ok());

@@ -54,6 +54,7 @@ const std::vector<Valid>& valid_table() {
         {MsgType::Pong, {0, 1, 4096, kMaxPayload}},
         {MsgType::Ready, {0}},
         {MsgType::TscRate, {0}},
+        {MsgType::HpetCounter, {8}},
         {MsgType::ReadReq, {0}},
         {MsgType::WriteReq, {0}},
         {MsgType::Fetch, {0}},

@@ -185,6 +185,29 @@ TEST(NodeLink, TscRateReachesTheOtherNodes) {
     EXPECT_EQ(p.link1.tsc_khz(), 2'500'000u);
 }
 
+TEST(NodeLink, HpetCounterChangesReachTheOtherNodes) {
+    Pair p;
+    EXPECT_EQ(p.link1.hpet_counter(), (Hpet::Counter{false, 0}));
+    p.link0.announce_hpet(Hpet::Counter{false, 1234});
+    p.link0.announce_hpet(Hpet::Counter{true, uint64_t(-5000)});
+    // The Pong follows both on the same connection.
+    ASSERT_TRUE(p.link1.sync_tsc(true, 1, std::chrono::steady_clock::now() + 10s).ok());
+    EXPECT_EQ(p.link1.hpet_counter(), (Hpet::Counter{true, uint64_t(-5000)}));
+    EXPECT_EQ(p.link1.hpet_counter().at(1'000), uint64_t(-5000) + 100);
+}
+
+TEST(NodeLink, AnHpetCounterWithAnUnknownStateStopsTheGuest) {
+    Pair p;
+    MsgHeader h;
+    h.type = static_cast<uint16_t>(MsgType::HpetCounter);
+    h.arg = 2;
+    uint64_t v = 7;
+    ASSERT_TRUE(p.t0->send(1, h, std::span(reinterpret_cast<const uint8_t*>(&v), 8)).ok());
+    ASSERT_TRUE(p.rec1.wait([&] { return p.rec1.stop.has_value(); }));
+    EXPECT_EQ(p.rec1.stop->second, "node 0 sent an HpetCounter with state 2");
+    EXPECT_EQ(p.link1.hpet_counter(), (Hpet::Counter{false, 0}));
+}
+
 TEST(NodeLink, PeerLostStopsTheGuestNamingThePeerAndFailsWaitingIo) {
     Pair p;
     ASSERT_TRUE(p.hub->inject_peer_loss(0, 1, "connection reset").ok());

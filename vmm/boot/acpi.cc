@@ -123,6 +123,11 @@ Result<Gpa> write_acpi_tables(const GuestMemory& mem, const AcpiConfig& cfg) {
         if (!at) return at.error();
         entries.push_back(*at);
     }
+    if (cfg.hpet) {
+        auto at = place.put(acpi::hpet(*cfg.hpet));
+        if (!at) return at.error();
+        entries.push_back(*at);
+    }
     auto xsdt = place.put(acpi::xsdt(entries));
     if (!xsdt) return xsdt.error();
     KV_TRY(mem.write(Gpa(kRsdpGpa), acpi::rsdp(*xsdt)));

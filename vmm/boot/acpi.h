@@ -1,7 +1,7 @@
 // ACPI tables describing Kerrvisor's guest platform: xAPIC LAPICs and one IOAPIC
 // emulated in user space, the 8259 PIC, ACPI PM fixed hardware at I/O 0x600, COM1, the
-// RTC, and one NUMA node per host node (docs/boot.md). Written into the BIOS area
-// 0xE0000-0xFFFFF with the RSDP at its start, where Linux also scans for it.
+// RTC, an HPET if the VMM has one, and one NUMA node per host node (docs/boot.md). Written into the
+// BIOS area 0xE0000-0xFFFFF with the RSDP at its start, where Linux also scans for it.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +28,12 @@ struct AcpiNumaNode {
     std::vector<AcpiMemoryRange> memory;
 };
 
+// An HPET event timer block (the ACPI HPET table).
+struct AcpiHpet {
+    uint64_t address = 0;   // its registers, in guest physical memory
+    uint32_t block_id = 0;  // Event Timer Block ID: the low 32 bits of its GCAP_ID register
+};
+
 struct AcpiConfig {
     std::vector<AcpiCpu> cpus;  // the ACPI processor UID of cpus[i] is i
     std::vector<AcpiNumaNode> nodes;
@@ -44,13 +50,15 @@ struct AcpiConfig {
     // DSDT. With ACPI on, Linux enumerates PCI only below such a device; leave it off
     // when the VMM does not emulate 0xCF8-0xCFF. INTx routing: layout.h kPciIntxGsiBase.
     bool pci_root_bridge = false;
+    // Announce an HPET (the VMM's Hpet device); none by default.
+    std::optional<AcpiHpet> hpet;
 
     // One NUMA node holding every RAM region of `mem`, with `vcpus` CPUs of APIC ids
     // 0..vcpus-1.
     static AcpiConfig single_node(const GuestMemory& mem, unsigned vcpus);
 };
 
-// Builds RSDP, XSDT, FACS, FADT, DSDT, MADT, SRAT and SLIT into [kAcpiGpa, +kAcpiSize)
+// Builds RSDP, XSDT, FACS, FADT, DSDT, MADT, SRAT, SLIT (and HPET) into [kAcpiGpa, +kAcpiSize)
 // and returns the RSDP's address (for boot_params.acpi_rsdp_addr). Errors ("acpi: ...")
 // name the inconsistency in `cfg`.
 Result<Gpa> write_acpi_tables(const GuestMemory& mem, const AcpiConfig& cfg);

@@ -7,7 +7,7 @@ namespace kv::boot::acpi {
 namespace {
 
 // Generic Address Structure address spaces and access sizes (ACPI 6.x, 5.2.3.2).
-constexpr uint8_t kSystemIo = 1;
+constexpr uint8_t kSystemMemory = 0, kSystemIo = 1;
 constexpr uint8_t kAccessByte = 1, kAccessWord = 2, kAccessDword = 3;
 
 void gas(ByteWriter& w, uint8_t space, uint8_t bit_width, uint8_t access, uint64_t addr) {
@@ -227,6 +227,16 @@ std::vector<uint8_t> slit(const std::vector<std::vector<uint8_t>>& distances) {
     ByteWriter w = begin_table("SLIT", 1);
     w.u64(distances.size());
     for (const auto& row : distances) w.bytes(row);
+    return finish_table(w);
+}
+
+std::vector<uint8_t> hpet(const AcpiHpet& h) {
+    ByteWriter w = begin_table("HPET", 1);
+    w.u32(h.block_id);
+    gas(w, kSystemMemory, 64, 0, h.address);
+    w.u8(0);     // HPET number
+    w.u16(128);  // minimum tick in periodic mode (no comparator is periodic-capable)
+    w.u8(0);     // page protection: none announced
     return finish_table(w);
 }
 

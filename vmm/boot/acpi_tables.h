@@ -30,6 +30,7 @@ std::vector<uint8_t> fadt(uint64_t facs_gpa, uint64_t dsdt_gpa, bool fixed_power
 std::vector<uint8_t> madt(const AcpiConfig& cfg, uint8_t ioapic_id);
 std::vector<uint8_t> srat(const AcpiConfig& cfg);
 std::vector<uint8_t> slit(const std::vector<std::vector<uint8_t>>& distances);
+std::vector<uint8_t> hpet(const AcpiHpet& hpet);
 std::vector<uint8_t> xsdt(const std::vector<uint64_t>& tables);
 std::vector<uint8_t> rsdp(uint64_t xsdt_gpa);
 

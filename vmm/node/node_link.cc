@@ -154,6 +154,20 @@ Status NodeLink::announce_tsc_khz(uint64_t khz) {
     return {};
 }
 
+void NodeLink::announce_hpet(const Hpet::Counter& c) {
+    MsgHeader h;
+    h.type = static_cast<uint16_t>(MsgType::HpetCounter);
+    h.arg = c.running ? 1 : 0;
+    for (NodeId k = 0; k < num_nodes_; ++k)
+        if (k != self_ && !(lost_.load() >> k & 1))
+            send_or_report(k, h, std::span(reinterpret_cast<const uint8_t*>(&c.value), 8));
+}
+
+Hpet::Counter NodeLink::hpet_counter() const {
+    std::lock_guard lk(hpet_mu_);
+    return hpet_;
+}
+
 Status NodeLink::wait_ready(Clock::time_point deadline) {
     std::unique_lock lk(mu_);
     auto all = [&] {
@@ -400,6 +414,15 @@ void NodeLink::on_message(NodeId from, const MsgHeader& h, std::span<const uint8
             if (h.arg == 0 || h.arg > kMaxTscKhz)
                 return malformed("a TscRate of " + std::to_string(h.arg) + " kHz");
             tsc_khz_.store(h.arg);
+            return;
+        }
+        case MsgType::HpetCounter: {
+            if (self_ == kIoNode) return malformed("an HpetCounter to node 0");
+            if (h.arg > 1) return malformed("an HpetCounter with state " + std::to_string(h.arg));
+            uint64_t value;
+            std::memcpy(&value, payload.data(), 8);  // the codec checked the length
+            std::lock_guard lk(hpet_mu_);
+            hpet_ = Hpet::Counter{h.arg == 1, value};
             return;
         }
         case MsgType::Ready: {

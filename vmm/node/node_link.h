@@ -31,6 +31,7 @@
 #include "interconnect/transport.h"
 #include "vcpu/interrupt.h"
 #include "vcpu/lapic.h"
+#include "vmm/devices/hpet.h"
 #include "vmm/stop.h"
 
 namespace kv {
@@ -87,6 +88,14 @@ class NodeLink : public MessageHandler {
     Status announce_tsc_khz(uint64_t khz);
     // Other nodes: that rate, 0 until it has come.
     uint64_t tsc_khz() const { return tsc_khz_.load(); }
+    // Node 0: tells every other node the HPET's main counter changed (started, stopped or
+    // written), so that they serve counter reads themselves (Machine::mmio). Sent from the
+    // HPET's write, before the writing access completes: a node whose vCPU wrote has it
+    // before the reply to its forwarded write.
+    void announce_hpet(const Hpet::Counter& c);
+    // Other nodes: the HPET counter's state as node 0 last told it (halted at 0 at first,
+    // as on node 0).
+    Hpet::Counter hpet_counter() const;
     // Node 0: wait for every other node's Ready; the error names those missing.
     Status wait_ready(std::chrono::steady_clock::time_point deadline);
 
@@ -129,6 +138,8 @@ class NodeLink : public MessageHandler {
     std::atomic<Transport*> transport_{nullptr};
     std::atomic<uint64_t> tsc_base_{0};
     std::atomic<uint64_t> tsc_khz_{0};
+    mutable std::mutex hpet_mu_;
+    Hpet::Counter hpet_;             // under hpet_mu_
     std::atomic<uint64_t> lost_{0};  // nodes whose connection was lost (bit per node)
     std::atomic<bool> stop_sent_{false};
     Counters counters_;
