@@ -1,7 +1,8 @@
 // ACPI tables describing Kerrvisor's guest platform: xAPIC LAPICs and one IOAPIC
 // emulated in user space, the 8259 PIC, ACPI PM fixed hardware at I/O 0x600, COM1, the
-// RTC, an HPET if the VMM has one, and one NUMA node per host node (docs/boot.md). Written into the
-// BIOS area 0xE0000-0xFFFFF with the RSDP at its start, where Linux also scans for it.
+// RTC, an HPET if the VMM has one, and one NUMA node per host node (docs/boot.md).
+// Written into the BIOS area 0xE0000-0xFFFFF with the RSDP at its start, where Linux also
+// scans for it.
 #pragma once
 
 #include <cstdint>
@@ -58,9 +59,9 @@ struct AcpiConfig {
     static AcpiConfig single_node(const GuestMemory& mem, unsigned vcpus);
 };
 
-// Builds RSDP, XSDT, FACS, FADT, DSDT, MADT, SRAT, SLIT (and HPET) into [kAcpiGpa, +kAcpiSize)
-// and returns the RSDP's address (for boot_params.acpi_rsdp_addr). Errors ("acpi: ...")
-// name the inconsistency in `cfg`.
+// Builds RSDP, XSDT, FACS, FADT, DSDT, MADT, SRAT, SLIT (and HPET) into
+// [kAcpiGpa, +kAcpiSize) and returns the RSDP's address (for boot_params.acpi_rsdp_addr).
+// Errors ("acpi: ...") name the inconsistency in `cfg`.
 Result<Gpa> write_acpi_tables(const GuestMemory& mem, const AcpiConfig& cfg);
 
 // Sum of `len` bytes; a valid ACPI table sums to 0 (mod 256).

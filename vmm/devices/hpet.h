@@ -6,7 +6,7 @@
 // other CPUs start, and the clocksource watchdog then checks the TSC against it. Without
 // one the watchdog's only reference until fs_initcall is jiffies, which lose ticks while a
 // vCPU of a multi-node guest stalls on remote memory, and the watchdog wrongly marks the
-// TSC unstable (docs/multi-node.md, "One clock").
+// TSC unstable (docs/multi-node.md, "One HPET").
 //
 //   0x000 GCAP_ID   RO: rev 1, 3 comparators, 64-bit counter, no legacy replacement,
 //                   COUNTER_CLK_PERIOD = 10 ns (in fs) in bits 63:32
@@ -16,8 +16,8 @@
 //                   while running moves it too)
 //   0x100 + 0x20 n  Tn_CONF_CAP: INT_TYPE, INT_ENB and 32MODE are stored; 64-bit capable,
 //                   not periodic-capable, no FSB, INT_ROUTE_CAP = 0: the comparator has no
-//                   interrupt line, so it never fires (Linux then uses it for nothing, and
-//                   /dev/hpet refuses to enable its interrupt)
+//                   interrupt line, so it never fires (Linux uses the HPET as a
+//                   clocksource only)
 //   0x108 + 0x20 n  Tn_COMPARATOR, stored (low 32 bits in 32-bit mode)
 //   0x110 + 0x20 n  Tn_FSB_ROUTE reads 0
 // Other offsets read 0 and ignore writes. Accesses of 1, 2, 4 or 8 bytes at any offset
