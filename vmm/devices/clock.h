@@ -30,7 +30,7 @@ inline int64_t realtime_ns() {
 
 // Time dilation: a guest clock that runs `factor` times slower than `base`, counted from
 // the moment it is made (config key `time-dilation`, docs/configuration.md). Devices that
-// follow it (PIT, ACPI PM timer) wait `factor` real nanoseconds per clock nanosecond.
+// follow it (PIT, ACPI PM timer, HPET) wait `factor` real nanoseconds per clock nanosecond.
 inline MonotonicClock dilated(MonotonicClock base, uint32_t factor) {
     if (factor <= 1) return base;
     const uint64_t origin = base();
