@@ -31,6 +31,7 @@
 #include "interconnect/payloads.h"
 #include "interconnect/transport_factory.h"
 #include "memory/coherence_engine.h"
+#include "tests/coherence/peer_list.h"
 
 namespace kv {
 namespace {
@@ -303,26 +304,6 @@ struct Node {
     }
 };
 
-std::vector<PeerAddress> parse_peers(const std::string& s) {
-    std::vector<PeerAddress> out;
-    size_t pos = 0;
-    while (pos <= s.size()) {
-        size_t comma = s.find(',', pos);
-        std::string item =
-            s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        size_t colon = item.rfind(':');
-        if (colon == std::string::npos) die(1, "bad --peers item '" + item + "'");
-        PeerAddress a;
-        a.id = static_cast<NodeId>(out.size());
-        a.host = item.substr(0, colon);
-        a.port = static_cast<uint16_t>(std::stoul(item.substr(colon + 1)));
-        out.push_back(a);
-        if (comma == std::string::npos) break;
-        pos = comma + 1;
-    }
-    return out;
-}
-
 int run(int argc, char** argv) {
     Node n;
     std::string peers, scenario = "all";
@@ -351,7 +332,9 @@ int run(int argc, char** argv) {
     }
     TransportOptions topts;
     topts.self = n.self;
-    topts.nodes = parse_peers(peers);
+    auto parsed = test::parse_peers(peers);
+    if (!parsed) die(1, parsed.error().message);
+    topts.nodes = std::move(parsed).value();
     n.nodes = static_cast<uint32_t>(topts.nodes.size());
     if (n.nodes < 2 || n.self >= n.nodes) die(1, "--node must name one of >= 2 --peers");
 

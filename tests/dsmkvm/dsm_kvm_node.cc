@@ -53,6 +53,7 @@
 #include "interconnect/payloads.h"
 #include "interconnect/transport_factory.h"
 #include "memory/coherence_engine.h"
+#include "tests/coherence/peer_list.h"
 #include "vcpu/ipi_router.h"
 #include "vcpu/kvm.h"
 #include "vcpu/vcpu.h"
@@ -857,25 +858,6 @@ std::vector<std::string> split_commas(const std::string& s) {
     }
 }
 
-std::vector<PeerAddress> parse_peers(const std::string& s) {
-    std::vector<PeerAddress> out;
-    size_t pos = 0;
-    while (pos < s.size()) {
-        size_t comma = s.find(',', pos);
-        std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        size_t colon = item.rfind(':');
-        if (colon == std::string::npos) die(1, "bad --peers item '" + item + "'");
-        PeerAddress a;
-        a.id = static_cast<NodeId>(out.size());
-        a.host = item.substr(0, colon);
-        a.port = static_cast<uint16_t>(std::stoul(item.substr(colon + 1)));
-        out.push_back(a);
-        if (comma == std::string::npos) break;
-        pos = comma + 1;
-    }
-    return out;
-}
-
 int main_impl(int argc, char** argv) {
     Config cfg;
     std::string peers;
@@ -925,7 +907,9 @@ int main_impl(int argc, char** argv) {
         cfg.nodes = launch_nodes;
         return launch(argc, argv, launch_nodes, cfg);
     }
-    cfg.peers = parse_peers(peers);
+    auto parsed = test::parse_peers(peers);
+    if (!parsed) die(1, parsed.error().message);
+    cfg.peers = std::move(parsed).value();
     cfg.nodes = uint32_t(cfg.peers.size());
     if (cfg.nodes < 2 || cfg.nodes > KVT_DSM_MAX_NODES || cfg.self >= cfg.nodes ||
         cfg.total() > KVT_DSM_MAX_VCPUS)
