@@ -256,8 +256,8 @@ void Node::on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> 
         if (bye.exit_code != 0)
             die(2, "node " + std::to_string(cfg_.self) + ": stopped by node " +
                        std::to_string(from) + ": " +
-                       std::string(bye.reason, std::min<size_t>(bye.reason_length,
-                                                                sizeof bye.reason)));
+                       std::string(bye.reason,
+                                   std::min<size_t>(bye.reason_length, sizeof bye.reason)));
         std::lock_guard lk(mu_);
         ++shutdowns_;
         cv_.notify_all();
@@ -347,8 +347,8 @@ Status Node::load_guest(const void* params, size_t params_size, uint64_t params_
                                    size_t(kv_dsm_guest_image_end - kv_dsm_guest_image_begin));
     if (image.empty()) return Error{"the embedded guest image is empty"};
     KV_TRY(mem_->write(Gpa(KVT_IMAGE_GPA), image));
-    KV_TRY(mem_->write(Gpa(params_gpa),
-                       std::span(static_cast<const uint8_t*>(params), params_size)));
+    KV_TRY(
+        mem_->write(Gpa(params_gpa), std::span(static_cast<const uint8_t*>(params), params_size)));
     KV_TRY(boot::write_boot_gdt(*mem_));
     return boot::write_identity_page_tables(*mem_);
 }
@@ -512,8 +512,7 @@ void Node::print_phases() {
 int Node::run_node() {
     g_who = "kv-dsm-kvm-node";
     const auto t0 = Clock::now();
-    if (auto st = build_machine(true); !st)
-        fail(2, "setting up: " + st.error().message);
+    if (auto st = build_machine(true); !st) fail(2, "setting up: " + st.error().message);
     const uint32_t n = cfg_.total();
     if (cfg_.self == 0) {
         kvt_dsm_params params{};
@@ -596,39 +595,37 @@ int Node::run_node() {
     for (uint32_t i = 0; i < n; ++i) {
         if (!local(i)) continue;
         const VcpuRecord& r = rec_[i];
-        check(*r.exit_status == KVT_EXIT_PASS,
-              "vCPU " + std::to_string(i) + " ended with " + status_name(*r.exit_status) +
-                  " in phase " + phase_name(r.last_mark & 0xFF));
+        check(*r.exit_status == KVT_EXIT_PASS, "vCPU " + std::to_string(i) + " ended with " +
+                                                   status_name(*r.exit_status) + " in phase " +
+                                                   phase_name(r.last_mark & 0xFF));
         for (uint32_t p = 1; p <= KVT_DSM_PHASES; ++p)
             check(r.mismatches[p] == 0, "vCPU " + std::to_string(i) + ": " +
                                             std::to_string(r.mismatches[p]) +
                                             " failed checks in phase " + phase_name(p));
     }
     if (cfg_.self == 0)
-        check(vmm_checked_ == cfg_.vmm_rounds,
-              "vmm: node 0's VMM checked " + std::to_string(vmm_checked_) + " of " +
-                  std::to_string(cfg_.vmm_rounds) + " rounds");
+        check(vmm_checked_ == cfg_.vmm_rounds, "vmm: node 0's VMM checked " +
+                                                   std::to_string(vmm_checked_) + " of " +
+                                                   std::to_string(cfg_.vmm_rounds) + " rounds");
     check(inval_before_ && inval_after_, "inval: the guest's marks did not arrive");
     if (inval_before_ && inval_after_) {
         const DsmStats &a = *inval_before_, &b = *inval_after_;
         if (cfg_.self == cfg_.nodes - 1) {
             check(b.invalidations_sent - a.invalidations_sent >= cfg_.nodes - 1,
-                  "inval: the home sent " + std::to_string(b.invalidations_sent -
-                                                            a.invalidations_sent) +
-                      " Invs for " + std::to_string(cfg_.nodes - 1) + " sharers");
+                  "inval: the home sent " +
+                      std::to_string(b.invalidations_sent - a.invalidations_sent) + " Invs for " +
+                      std::to_string(cfg_.nodes - 1) + " sharers");
         } else {
             check(b.invalidations_received > a.invalidations_received,
                   "inval: no Inv received by this sharer");
             check(b.local_invalidations > a.local_invalidations,
                   "inval: no copy dropped on this sharer");
         }
-        std::printf("node %u: inval: Inv sent %llu received %llu, copies dropped %llu\n",
-                    cfg_.self,
-                    static_cast<unsigned long long>(b.invalidations_sent - a.invalidations_sent),
-                    static_cast<unsigned long long>(b.invalidations_received -
-                                                    a.invalidations_received),
-                    static_cast<unsigned long long>(b.local_invalidations -
-                                                    a.local_invalidations));
+        std::printf(
+            "node %u: inval: Inv sent %llu received %llu, copies dropped %llu\n", cfg_.self,
+            static_cast<unsigned long long>(b.invalidations_sent - a.invalidations_sent),
+            static_cast<unsigned long long>(b.invalidations_received - a.invalidations_received),
+            static_cast<unsigned long long>(b.local_invalidations - a.local_invalidations));
     }
     if (cfg_.self == 0)
         std::printf("node 0: vmm: the VMM read %llu values written by vCPU %u on node 1\n",
@@ -662,8 +659,8 @@ Result<std::string> Node::probe() {
     KV_TRY(load_guest(&params, sizeof params, KVT_PARAMS_GPA));
     KV_TRY(enter(0, KVT_IMAGE_GPA, KVT_BSP_STACK_TOP, 0));
     std::unique_lock lk(mu_);
-    bool ended = cv_.wait_for(lk, std::chrono::seconds(10),
-                              [&] { return fatal_ || rec_[0].exit_status; });
+    bool ended =
+        cv_.wait_for(lk, std::chrono::seconds(10), [&] { return fatal_ || rec_[0].exit_status; });
     std::string serial = serial_;
     std::optional<std::string> fatal = fatal_;
     std::optional<uint32_t> status = rec_[0].exit_status;
@@ -673,8 +670,8 @@ Result<std::string> Node::probe() {
     if (fatal) return Error{*fatal};
     if (!ended || !status) return Error{"the probe guest did not finish in 10 s"};
     if (*status != KVT_EXIT_PASS || serial.find("EFER.LMA=1") == std::string::npos)
-        return Error{"the probe guest ended with " + status_name(*status) + ", serial \"" +
-                     serial + "\""};
+        return Error{"the probe guest ended with " + status_name(*status) + ", serial \"" + serial +
+                     "\""};
     return cfg_.kvm + " runs a long-mode freestanding guest";
 }
 
@@ -747,8 +744,12 @@ int launch(int argc, char** argv, uint32_t nodes, const Config& cfg) {
     for (uint32_t k = 0; k < nodes; ++k) {
         int p[2];
         if (pipe2(p, O_CLOEXEC) != 0) die(2, "pipe");
-        std::vector<std::string> args = {"/proc/self/exe", "--node", std::to_string(k),
-                                         "--peers", peers, "--listen-fd",
+        std::vector<std::string> args = {"/proc/self/exe",
+                                         "--node",
+                                         std::to_string(k),
+                                         "--peers",
+                                         peers,
+                                         "--listen-fd",
                                          std::to_string(listeners[k])};
         args.insert(args.end(), common.begin(), common.end());
         pid_t pid = fork();
@@ -786,8 +787,10 @@ int launch(int argc, char** argv, uint32_t nodes, const Config& cfg) {
         std::vector<pollfd> fds;
         std::vector<std::pair<uint32_t, bool>> who;  // node, is-pidfd
         for (uint32_t k = 0; k < nodes; ++k) {
-            if (kids[k].out >= 0) fds.push_back({kids[k].out, POLLIN, 0}), who.push_back({k, false});
-            if (!kids[k].exited) fds.push_back({kids[k].pidfd, POLLIN, 0}), who.push_back({k, true});
+            if (kids[k].out >= 0)
+                fds.push_back({kids[k].out, POLLIN, 0}), who.push_back({k, false});
+            if (!kids[k].exited)
+                fds.push_back({kids[k].pidfd, POLLIN, 0}), who.push_back({k, true});
         }
         if (fds.empty()) break;
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -828,8 +831,9 @@ int launch(int argc, char** argv, uint32_t nodes, const Config& cfg) {
         std::printf("== node %u\n%s", k, c.text.c_str());
         if (!WIFEXITED(c.status) || WEXITSTATUS(c.status) != 0)
             problems.push_back("node " + std::to_string(k) + " exited with " +
-                               (WIFEXITED(c.status) ? "status " + std::to_string(WEXITSTATUS(c.status))
-                                                    : "signal " + std::to_string(WTERMSIG(c.status))));
+                               (WIFEXITED(c.status)
+                                    ? "status " + std::to_string(WEXITSTATUS(c.status))
+                                    : "signal " + std::to_string(WTERMSIG(c.status))));
         if (c.text.find("node " + std::to_string(k) + ": PASSED\n") == std::string::npos)
             problems.push_back("node " + std::to_string(k) + " did not report PASSED");
     }
@@ -876,21 +880,36 @@ int main_impl(int argc, char** argv) {
             if (v.empty() || *end) die(1, "bad number '" + v + "' for " + a);
             return uint32_t(x);
         };
-        if (a == "--node") cfg.self = num();
-        else if (a == "--peers") peers = val();
-        else if (a == "--listen-fd") cfg.listen_fd = int(num());
-        else if (a == "--per-node") cfg.per_node = num();
-        else if (a == "--iters") cfg.iters = num();
-        else if (a == "--rounds") cfg.rounds = num();
-        else if (a == "--pingpong-rounds") cfg.pingpong_rounds = num();
-        else if (a == "--vmm-rounds") cfg.vmm_rounds = num();
-        else if (a == "--timeout") cfg.timeout_s = int(num());
-        else if (a == "--kvm") cfg.kvm = val();
-        else if (a == "--launch") launch_nodes = num();
-        else if (a == "--netns") cfg.netns = split_commas(val());
-        else if (a == "--hosts") cfg.hosts = split_commas(val());
-        else if (a == "--probe") probe = true;
-        else die(1, "unknown option " + a);
+        if (a == "--node")
+            cfg.self = num();
+        else if (a == "--peers")
+            peers = val();
+        else if (a == "--listen-fd")
+            cfg.listen_fd = int(num());
+        else if (a == "--per-node")
+            cfg.per_node = num();
+        else if (a == "--iters")
+            cfg.iters = num();
+        else if (a == "--rounds")
+            cfg.rounds = num();
+        else if (a == "--pingpong-rounds")
+            cfg.pingpong_rounds = num();
+        else if (a == "--vmm-rounds")
+            cfg.vmm_rounds = num();
+        else if (a == "--timeout")
+            cfg.timeout_s = int(num());
+        else if (a == "--kvm")
+            cfg.kvm = val();
+        else if (a == "--launch")
+            launch_nodes = num();
+        else if (a == "--netns")
+            cfg.netns = split_commas(val());
+        else if (a == "--hosts")
+            cfg.hosts = split_commas(val());
+        else if (a == "--probe")
+            probe = true;
+        else
+            die(1, "unknown option " + a);
     }
     if (probe) {
         Node node(cfg);
