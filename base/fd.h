@@ -10,7 +10,7 @@
 namespace kv {
 
 class Fd {
-public:
+  public:
     Fd() = default;
     explicit Fd(int fd) : fd_(fd) {}
     ~Fd() { reset(); }
@@ -44,7 +44,7 @@ public:
         return Fd(fd);
     }
 
-private:
+  private:
     int fd_ = -1;
 };
 

@@ -12,7 +12,7 @@
 namespace kv {
 
 class Mapping {
-public:
+  public:
     Mapping() = default;
     ~Mapping() { reset(); }
     Mapping(const Mapping&) = delete;
@@ -53,7 +53,7 @@ public:
         if (addr_) ::munmap(std::exchange(addr_, nullptr), std::exchange(len_, 0));
     }
 
-private:
+  private:
     Mapping(void* a, size_t l) : addr_(a), len_(l) {}
     void* addr_ = nullptr;
     size_t len_ = 0;

@@ -22,7 +22,7 @@ struct Error {
 
 template <class T>
 class [[nodiscard]] Result {
-public:
+  public:
     Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
     Result(Error e) : v_(std::move(e)) {}      // NOLINT
 
@@ -38,12 +38,12 @@ public:
 
     const Error& error() const { return std::get<1>(v_); }
 
-private:
+  private:
     std::variant<T, Error> v_;
 };
 
 class [[nodiscard]] Status {
-public:
+  public:
     Status() = default;
     Status(Error e) : err_(std::move(e)), failed_(true) {}  // NOLINT
 
@@ -52,7 +52,7 @@ public:
     explicit operator bool() const { return ok(); }
     const Error& error() const { return err_; }
 
-private:
+  private:
     Error err_;
     bool failed_ = false;
 };
@@ -60,8 +60,8 @@ private:
 }  // namespace kv
 
 // Propagate an error from a Status or Result expression.
-#define KV_TRY(expr)                                 \
-    do {                                             \
-        auto kv_try_r_ = (expr);                     \
+#define KV_TRY(expr)                                   \
+    do {                                               \
+        auto kv_try_r_ = (expr);                       \
         if (!kv_try_r_.ok()) return kv_try_r_.error(); \
     } while (0)

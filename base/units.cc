@@ -18,12 +18,23 @@ std::optional<uint64_t> parse_size(std::string_view s) {
     unsigned shift = 0;
     if (!rest.empty()) {
         switch (std::toupper(static_cast<unsigned char>(rest[0]))) {
-            case 'K': shift = 10; break;
-            case 'M': shift = 20; break;
-            case 'G': shift = 30; break;
-            case 'T': shift = 40; break;
-            case 'B': shift = 0; break;
-            default: return std::nullopt;
+            case 'K':
+                shift = 10;
+                break;
+            case 'M':
+                shift = 20;
+                break;
+            case 'G':
+                shift = 30;
+                break;
+            case 'T':
+                shift = 40;
+                break;
+            case 'B':
+                shift = 0;
+                break;
+            default:
+                return std::nullopt;
         }
         rest.remove_prefix(1);
         if (shift && (rest == "B" || rest == "iB" || rest == "ib")) rest = {};

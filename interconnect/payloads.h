@@ -62,8 +62,8 @@ static_assert(offsetof(IpiPayload, trigger) == 7);
 // ApicIdUpdate: a LAPIC's addressing state, announced to every node. `arg` is the vCPU id.
 struct ApicIdUpdatePayload {
     uint32_t apic_id = 0;
-    uint32_t ldr = 0;  // logical destination register
-    uint32_t dfr = 0;  // destination format register
+    uint32_t ldr = 0;    // logical destination register
+    uint32_t dfr = 0;    // destination format register
     uint32_t flags = 0;  // bit 0: the LAPIC is software-enabled (SVR bit 8)
 };
 static_assert(sizeof(ApicIdUpdatePayload) == 16);

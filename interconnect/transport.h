@@ -20,7 +20,7 @@ namespace kv {
 class Transport;
 
 class MessageHandler {
-public:
+  public:
     virtual ~MessageHandler() = default;
     virtual void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) = 0;
     // The connection to `peer` is gone (closed, died, or sent a malformed message: `why`
@@ -39,7 +39,7 @@ struct PeerAddress {
 };
 
 class Transport {
-public:
+  public:
     virtual ~Transport() = default;
     virtual NodeId self() const = 0;
     // Sends header + payload; the header's length and src are filled in by the transport.

@@ -38,7 +38,7 @@ struct MemoryRegion {
 };
 
 class GuestMemory {
-public:
+  public:
     // Layout of guest RAM for `ram_size` bytes: below the 32-bit hole (which starts at
     // `hole_start`) and the rest above 4 GiB.
     static constexpr uint64_t kHoleStart = 0xC000'0000;  // 3 GiB: PCI/LAPIC/IOAPIC MMIO above
@@ -65,7 +65,7 @@ public:
         return read(gpa, std::span(reinterpret_cast<uint8_t*>(&obj), sizeof obj));
     }
 
-private:
+  private:
     std::vector<MemoryRegion> regions_;
     uint64_t ram_size_ = 0;
 };

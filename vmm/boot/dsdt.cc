@@ -61,12 +61,12 @@ std::vector<uint8_t> dsdt(const AcpiConfig& cfg) {
                    name("_CRS", ResourceTemplate().io(0x70, 0x70, 1, 2).irq_no_flags(8).build()),
                });
     // pvpanic (QEMU's ACPI id, which Linux's pvpanic-mmio driver binds to): port 0x505.
-    auto pvpanic = device(
-        "PEVT", {
-                    name("_HID", string("QEMU0001")),
-                    name("_STA", integer(0xF)),
-                    name("_CRS", ResourceTemplate().io(0x505, 0x505, 1, 1).build()),
-                });
+    auto pvpanic =
+        device("PEVT", {
+                           name("_HID", string("QEMU0001")),
+                           name("_STA", integer(0xF)),
+                           name("_CRS", ResourceTemplate().io(0x505, 0x505, 1, 1).build()),
+                       });
     std::vector<aml::Bytes> sb{com1, rtc, pvpanic};
     if (cfg.pci_root_bridge) sb.push_back(pci_root_bridge());
     w.bytes(scope("\\_SB", sb));

@@ -15,7 +15,7 @@
 namespace kv {
 
 class Device {
-public:
+  public:
     virtual ~Device() = default;
     // `offset` is relative to the base the device was inserted at; data.size() is 1, 2, 4
     // or 8.
@@ -24,7 +24,7 @@ public:
 };
 
 class Bus {
-public:
+  public:
     // The device sees offsets starting at `dev_offset` (one device may answer several
     // disjoint ranges, e.g. the two 8259s and their ELCRs).
     Status insert(uint64_t base, uint64_t len, std::shared_ptr<Device> dev, std::string name,
@@ -33,7 +33,7 @@ public:
     bool read(uint64_t addr, std::span<uint8_t> data) const;
     bool write(uint64_t addr, std::span<const uint8_t> data) const;
 
-private:
+  private:
     struct Entry {
         uint64_t base, len, dev_offset;
         std::shared_ptr<Device> dev;

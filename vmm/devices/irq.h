@@ -7,14 +7,14 @@ namespace kv {
 
 // Something that accepts level changes on global system interrupts (the PIC+IOAPIC pair).
 class IrqChip {
-public:
+  public:
     virtual ~IrqChip() = default;
     virtual void set_irq(uint32_t gsi, bool level) = 0;
 };
 
 // One device's interrupt line. Edge devices call pulse(); level devices call set().
 class IrqLine {
-public:
+  public:
     IrqLine() = default;
     IrqLine(IrqChip* chip, uint32_t gsi) : chip_(chip), gsi_(gsi) {}
     void set(bool level) const {
@@ -26,7 +26,7 @@ public:
     }
     uint32_t gsi() const { return gsi_; }
 
-private:
+  private:
     IrqChip* chip_ = nullptr;
     uint32_t gsi_ = 0;
 };
