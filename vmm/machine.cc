@@ -379,8 +379,7 @@ bool Machine::read_pm_timer(uint16_t port, std::span<uint8_t> data) const {
     const uint64_t khz = link_->tsc_khz();
     constexpr uint64_t first = AcpiPm::kBase + AcpiPm::kPmTmrOffset;
     if (khz == 0 || port < first || port + data.size() > first + 4) return false;
-    const uint32_t v = AcpiPm::timer_at(guest_tsc_ns(khz));
-    for (size_t i = 0; i < data.size(); ++i) data[i] = uint8_t(v >> (8 * (port - first + i)));
+    store_le(data, AcpiPm::timer_at(guest_tsc_ns(khz)) >> (8 * (port - first)));
     return true;
 }
 

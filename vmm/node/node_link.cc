@@ -62,7 +62,11 @@ const char* stop_name(StopReason r) {
 }  // namespace
 
 NodeLink::NodeLink(NodeId self, uint32_t num_nodes, Host host)
-    : self_(self), num_nodes_(num_nodes), host_(std::move(host)), ready_(num_nodes, false) {}
+    : self_(self),
+      num_nodes_(num_nodes),
+      host_(std::move(host)),
+      lost_(num_nodes),
+      ready_(num_nodes, false) {}
 
 void NodeLink::on_start(Transport& transport) {
     attach(transport);
@@ -159,7 +163,7 @@ void NodeLink::announce_hpet(const Hpet::Counter& c) {
     h.type = static_cast<uint16_t>(MsgType::HpetCounter);
     h.arg = c.running ? 1 : 0;
     for (NodeId k = 0; k < num_nodes_; ++k)
-        if (k != self_ && !(lost_.load() >> k & 1))
+        if (reachable(k))
             send_or_report(k, h, std::span(reinterpret_cast<const uint8_t*>(&c.value), 8));
 }
 
@@ -264,7 +268,7 @@ void NodeLink::broadcast_stop(StopReason reason, const std::string& detail) {
     h.type = static_cast<uint16_t>(MsgType::Shutdown);
     for (NodeId k = 0; k < num_nodes_; ++k) {
         // A node whose connection is gone is not told (its loss is what stopped the guest).
-        if (k == self_ || (lost_.load() >> k & 1)) continue;
+        if (!reachable(k)) continue;
         // A node that misses this learns of the stop only from the lost connection.
         if (Status s = send(k, h, as_bytes_of(p)); !s)
             KV_WARN("node %u: cannot tell node %u the guest stopped: %s", self_, k,
@@ -438,7 +442,7 @@ void NodeLink::on_message(NodeId from, const MsgHeader& h, std::span<const uint8
 }
 
 void NodeLink::on_peer_lost(NodeId peer, const Error& why) {
-    if (peer < 64) lost_.fetch_or(uint64_t{1} << peer);
+    if (peer < num_nodes_) lost_[peer].store(true);
     close();
     if (host_.stop)
         host_.stop(StopReason::Failed, "node " + std::to_string(peer) + " lost: " + why.message);

@@ -131,6 +131,8 @@ class NodeLink : public MessageHandler {
     // send(), and a failure only logged: the receive side reports the lost peer.
     void send_or_report(NodeId to, const MsgHeader& h, std::span<const uint8_t> payload);
     void handle_io_request(NodeId from, const MsgHeader& h, const IoPayload& io);
+    // Another node whose connection is not lost: one that can still be told something.
+    bool reachable(NodeId k) const { return k != self_ && k < num_nodes_ && !lost_[k].load(); }
 
     const NodeId self_;
     const uint32_t num_nodes_;
@@ -139,8 +141,8 @@ class NodeLink : public MessageHandler {
     std::atomic<uint64_t> tsc_base_{0};
     std::atomic<uint64_t> tsc_khz_{0};
     mutable std::mutex hpet_mu_;
-    Hpet::Counter hpet_;             // under hpet_mu_
-    std::atomic<uint64_t> lost_{0};  // nodes whose connection was lost (bit per node)
+    Hpet::Counter hpet_;                   // under hpet_mu_
+    std::vector<std::atomic<bool>> lost_;  // by node: its connection was lost
     std::atomic<bool> stop_sent_{false};
     Counters counters_;
 
