@@ -128,6 +128,23 @@ uint64_t word_gpa(uint32_t home, uint32_t j, uint32_t nodes) {
     return slice_end(home, nodes) - (j + 1) * kPageSize;
 }
 
+// What the guest keeps in page `pfn` (the memory map of guest-image/freestanding/protocol.h),
+// so that a report of the most faulted pages says which structure bounces.
+std::string page_role(uint64_t pfn, uint32_t nodes) {
+    const uint64_t gpa = pfn * kPageSize;
+    for (uint32_t home = 0; home < nodes; ++home)
+        for (uint32_t j = 0; j <= KVT_DSM_WORD_MP_ACK + KVT_DSM_MAX_VCPUS; ++j)
+            if (gpa == word_gpa(home, j, nodes))
+                return "shared word " + std::to_string(j) + " of node " + std::to_string(home);
+    if (gpa >= 0x9000 && gpa < 0xF000) return "page table";
+    if (gpa < 0x1000) return "boot GDT";
+    if (gpa >= KVT_AP_STACK_TOP - KVT_DSM_MAX_VCPUS * KVT_AP_STACK_SIZE && gpa < KVT_AP_STACK_TOP)
+        return "vCPU stack";
+    if (gpa == KVT_DSM_PARAMS_GPA) return "params";
+    if (gpa >= KVT_IMAGE_GPA && gpa < KVT_IMAGE_GPA + 0x100000) return "guest image";
+    return "other";
+}
+
 class Node;
 
 // The I/O handler of one vCPU: knows which vCPU it serves.
@@ -182,6 +199,7 @@ class Node : public MessageHandler {
     void serve_publish(uint64_t r);
     void finish_handshake(bool ok);
     void print_phases();
+    void print_hottest_pages();
 
     Config cfg_;
     std::optional<GuestMemory> mem_;
@@ -488,6 +506,21 @@ void Node::finish_handshake(bool ok) {
     }
 }
 
+// The pages with the most faults on this node, with what the guest keeps there: a page
+// that bounces between nodes (a shared word by design; a page table would be the lab's
+// nested-paging artefact, docs/testing-dsm-kvm.md) shows at the top.
+void Node::print_hottest_pages() {
+    std::string line;
+    for (const auto& p : engine_->hottest_pages(6)) {
+        char b[96];
+        std::snprintf(b, sizeof b, "%s %#llx (%s) %u", line.empty() ? "" : ",",
+                      static_cast<unsigned long long>(p.pfn), page_role(p.pfn, cfg_.nodes).c_str(),
+                      p.faults);
+        line += b;
+    }
+    std::printf("node %u: most faulted pages:%s\n", cfg_.self, line.c_str());
+}
+
 void Node::print_phases() {
     for (uint32_t p = 1; p <= KVT_DSM_PHASES; ++p) {
         const PhaseRecord& r = phases_[p];
@@ -570,6 +603,7 @@ int Node::run_node() {
             lk.unlock();
             // What the engine was doing: counters and the shared words' local states.
             engine_->stats().print(stdout);
+            print_hottest_pages();
             for (uint32_t home = 0; home < cfg_.nodes; ++home)
                 for (uint32_t j = 0; j <= KVT_DSM_WORD_MP_ACK + 1; ++j) {
                     uint64_t pfn = word_gpa(home, j, cfg_.nodes) / kPageSize;
@@ -632,6 +666,7 @@ int Node::run_node() {
                     static_cast<unsigned long long>(vmm_checked_), cfg_.per_node);
     std::printf("node %u: setup %.3f s, guest run %.3f s\n", cfg_.self, setup_s, run_s);
     print_phases();
+    print_hottest_pages();
     bool ok;
     {
         std::lock_guard g(mu_);
