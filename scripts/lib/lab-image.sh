@@ -129,22 +129,29 @@ kv_lab_host_image() {
 # compresses this kernel with xz, and decompressing it under TCG costs each host boot
 # about 4 s; QEMU boots the uncompressed ELF directly.
 kv_lab_host_kernel() {
-  local kdir kver out bz offset
+  local kdir kver out bz offset tmp xz_status
   kdir=$(kv_kernel_dir generic)
   kver=$(cat "$kdir/version")
   out=$KV_CACHE/lab/vmlinux-$kver
   if [[ ! -s $out ]]; then
     mkdir -p "$KV_CACHE/lab"
     bz=$(readlink -f "$kdir/vmlinuz")
+    tmp=$out.tmp.$$
     # The xz stream's magic (FD 37 7A 58 5A 00) marks the payload inside the bzImage.
     offset=$(LC_ALL=C grep -obUaP '\xfd\x37\x7a\x58\x5a\x00' "$bz" | head -1 | cut -d: -f1)
-    if [[ -n $offset ]] &&
-      tail -c +$((offset + 1)) "$bz" | xz -dc --single-stream >"$out.tmp" 2>/dev/null &&
-      [[ $(head -c 4 "$out.tmp" | od -An -tx1 | tr -d ' ') == 7f454c46 ]]; then
-      mv "$out.tmp" "$out"
+    # Only xz's status counts: it stops reading at the end of its stream, so tail (still
+    # writing the bzImage's tail) dies of SIGPIPE, which under the callers' pipefail made
+    # the whole pipeline fail and the unpacked kernel was never kept.
+    xz_status=1
+    if [[ -n $offset ]]; then
+      tail -c +$((offset + 1)) "$bz" | xz -dc --single-stream >"$tmp" 2>/dev/null
+      xz_status=${PIPESTATUS[1]}
+    fi
+    if ((xz_status == 0)) && [[ $(head -c 4 "$tmp" | od -An -tx1 | tr -d ' ') == 7f454c46 ]]; then
+      mv "$tmp" "$out"  # atomic: a concurrent lab sees the whole file or none
     else
       # Not an xz payload: boot the bzImage itself (slower, still correct).
-      rm -f "$out.tmp"
+      rm -f "$tmp"
       echo "$bz"
       return 0
     fi
