@@ -31,7 +31,7 @@ foreach(cfg 2:1 3:1 4:1 2:2)
   set(name coherence.kvm.${nodes}nodes_${per}vcpu)
   add_test(NAME ${name}
            COMMAND ${KV_DSM_RUN} $<TARGET_FILE:kv-dsm-kvm-node> --launch ${nodes} --per-node ${per})
-  set_tests_properties(${name} PROPERTIES LABELS "coherence;kvm" TIMEOUT 900 RESOURCE_LOCK lab)
+  set_tests_properties(${name} PROPERTIES LABELS "coherence;kvm" TIMEOUT 900 RESOURCE_GROUPS ${KV_LAB_ONE_HOST})
 endforeach()
 
 # The same scenarios with every node process in its own network namespace, joined by
@@ -42,5 +42,5 @@ foreach(nodes 2 3 4)
   add_test(NAME ${name}
            COMMAND ${KV_DSM_RUN} --netns $<TARGET_FILE:kv-dsm-kvm-node> --launch ${nodes} --per-node 1)
   set_tests_properties(${name} PROPERTIES LABELS "coherence;kvm;netns" TIMEOUT 900
-                       RESOURCE_LOCK lab)
+                       RESOURCE_GROUPS ${KV_LAB_ONE_HOST})
 endforeach()
