@@ -282,4 +282,11 @@ uint8_t Lapic::tpr() const {
     return uint8_t(tpr_);
 }
 
+void Lapic::shift_timer(uint64_t ns) {
+    std::lock_guard lk(mu_);
+    if (timer_deadline_ns_ == 0) return;
+    timer_start_ns_ += ns;
+    timer_deadline_ns_ += ns;
+}
+
 }  // namespace kv

@@ -64,6 +64,9 @@ class Lapic {
 
     // INIT: registers back to their reset values (APIC ID kept).
     void reset();
+    // The vCPU was paused for `ns`: a running timer resumes where it stood (its count and
+    // deadline move by the pause), so a pause does not make it fire early or in bursts.
+    void shift_timer(uint64_t ns);
     void set_tpr(uint8_t tpr);
     uint8_t tpr() const;
 

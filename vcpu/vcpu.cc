@@ -158,6 +158,7 @@ void Vcpu::start(bool bsp) {
     {
         std::lock_guard lk(mu_);
         state_ = bsp ? VcpuState::Running : VcpuState::WaitForSipi;
+        started_ = true;
     }
     thread_ = std::thread([this] { thread_main(); });
 }
@@ -168,6 +169,63 @@ void Vcpu::request_stop() {
         stop_ = true;
     }
     kick();
+}
+
+void Vcpu::request_pause() {
+    {
+        std::lock_guard lk(mu_);
+        pause_ = true;
+    }
+    kick();
+}
+
+bool Vcpu::wait_paused(std::chrono::milliseconds timeout) {
+    std::unique_lock lk(mu_);
+    // A vCPU that was never started cannot run until it is: it counts as paused.
+    return cv_.wait_for(lk, timeout, [&] { return paused_ || finished_ || !started_; });
+}
+
+void Vcpu::resume() {
+    std::lock_guard lk(mu_);
+    pause_ = false;
+    cv_.notify_all();
+}
+
+VcpuRunState Vcpu::run_state() const {
+    std::lock_guard lk(mu_);
+    if (finished_) return VcpuRunState::Finished;
+    if (!started_) return VcpuRunState::Parked;
+    return paused_ ? VcpuRunState::Paused : VcpuRunState::Running;
+}
+
+const char* to_string(VcpuRunState s) {
+    switch (s) {
+        case VcpuRunState::Parked:
+            return "parked";
+        case VcpuRunState::Running:
+            return "running";
+        case VcpuRunState::Paused:
+            return "paused";
+        case VcpuRunState::Finished:
+            return "finished";
+    }
+    return "?";
+}
+
+bool Vcpu::pause_point() {
+    std::unique_lock lk(mu_);
+    if (stop_) return false;
+    if (!pause_) return true;
+    const uint64_t start = monotonic_ns();
+    paused_ = true;
+    cv_.notify_all();  // wait_paused()
+    cv_.wait(lk, [&] { return stop_ || !pause_; });
+    paused_ = false;
+    const uint64_t ns = monotonic_ns() - start;
+    paused_ns_.fetch_add(ns, std::memory_order_relaxed);
+    lk.unlock();
+    lapic_.shift_timer(ns);
+    return !stop_;
 }
 
 void Vcpu::join() {
@@ -277,7 +335,7 @@ bool Vcpu::process_init_sipi() {
 
 void Vcpu::wait_for_sipi() {
     std::unique_lock lk(mu_);
-    cv_.wait(lk, [&] { return stop_ || init_pending_ || sipi_vector_.has_value(); });
+    cv_.wait(lk, [&] { return stop_ || pause_ || init_pending_ || sipi_vector_.has_value(); });
 }
 
 bool Vcpu::interruptible_pending(bool if_flag) {
@@ -292,7 +350,7 @@ void Vcpu::wait_halted() {
     bool if_flag = fd_.run_page()->if_flag;
     std::unique_lock lk(mu_);
     for (;;) {
-        if (stop_ || init_pending_) return;
+        if (stop_ || pause_ || init_pending_) return;
         uint64_t now = monotonic_ns();
         uint64_t deadline = lapic_.poll_timer(now);
         if (interruptible_pending(if_flag)) return;
@@ -365,16 +423,16 @@ void Vcpu::thread_main() {
     {
         std::lock_guard lk(mu_);
         state_ = VcpuState::Stopped;
+        finished_ = true;
+        cv_.notify_all();  // wait_paused()
         thread_ready_.store(false, std::memory_order_release);
     }
     tl_run = nullptr;
 }
 
 bool Vcpu::run_once() {
-    {
-        std::unique_lock lk(mu_);
-        if (stop_) return false;
-    }
+    // The exit boundary: the last exit is handled, the next entry not prepared.
+    if (!pause_point()) return false;
     process_init_sipi();
     VcpuState st;
     {
@@ -421,7 +479,16 @@ bool Vcpu::handle_exit() {
         case KVM_EXIT_INTR:
             return true;
         case KVM_EXIT_HLT:
-            wait_halted();
+            // A pause that comes while the vCPU is halted keeps it halted across the
+            // pause: after resume() it waits again unless an interrupt came meanwhile.
+            for (;;) {
+                wait_halted();
+                {
+                    std::lock_guard lk(mu_);
+                    if (!pause_ || stop_) break;
+                }
+                if (!pause_point()) return false;
+            }
             return true;
         case KVM_EXIT_SHUTDOWN: {
             // No RIP in the message: on AMD, KVM resets the vCPU before it reports a

@@ -3,9 +3,16 @@
 // The thread is an explicit state machine:
 //   WaitForSipi --SIPI--> Running --HLT--> (waits in Running until an interrupt)
 //   any --INIT--> WaitForSipi;  any --stop--> Stopped
-// Other threads talk to it only through deliver() (interrupt messages), set_extint()
-// and request_stop(); each of those wakes it: with a condition variable when it waits,
-// and with a signal that makes KVM_RUN return (immediate_exit) when it is in the guest.
+// Orthogonal to it, the run state other threads see (run_state()):
+//   Parked (never started: another node runs this vCPU) --start()--> Running
+//   Running --request_pause(), at the next exit boundary--> Paused --resume()--> Running
+//   any --the thread ends--> Finished
+// A pause takes effect only between two KVM_RUNs (an exit boundary: registers, the LAPIC
+// and the run page are consistent and no exit is half handled), also from HLT and from
+// waiting for SIPI. Other threads talk to it only through deliver() (interrupt messages),
+// set_extint(), request_stop(), request_pause() and resume(); each of those wakes it: with
+// a condition variable when it waits, and with a signal that makes KVM_RUN return
+// (immediate_exit) when it is in the guest.
 #pragma once
 
 #include <linux/kvm.h>
@@ -13,6 +20,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <functional>
@@ -63,6 +71,8 @@ struct VcpuEnv {
 };
 
 enum class VcpuState { WaitForSipi, Running, Stopped };
+enum class VcpuRunState { Parked, Running, Paused, Finished };
+const char* to_string(VcpuRunState s);
 
 class Vcpu : public InterruptTarget {
   public:
@@ -81,6 +91,18 @@ class Vcpu : public InterruptTarget {
     void start(bool bsp);
     void request_stop();
     void join();
+
+    // Any thread. request_pause() asks the vCPU to stop at its next exit boundary and
+    // returns at once; wait_paused() waits (bounded) until it is there or has finished
+    // (false: the deadline passed). resume() lets it run again; the time it spent paused
+    // is taken out of its LAPIC timer. A pause requested before start() takes effect as
+    // soon as the thread starts.
+    void request_pause();
+    bool wait_paused(std::chrono::milliseconds timeout);
+    void resume();
+    VcpuRunState run_state() const;
+    // Nanoseconds this vCPU has spent paused in all (read at any time).
+    uint64_t paused_ns() const { return paused_ns_.load(std::memory_order_relaxed); }
 
     void deliver(const InterruptMessage& m) override;
     void set_extint(bool level);
@@ -121,6 +143,7 @@ class Vcpu : public InterruptTarget {
     void handle_mmio(kvm_run* run);
     void wait_halted();
     void wait_for_sipi();
+    bool pause_point();        // at an exit boundary: parks while a pause is asked; false: stop
     bool process_init_sipi();  // applies a pending INIT/SIPI; true if state changed
     void kick();
     void arm_timer(uint64_t deadline_ns);
@@ -131,10 +154,15 @@ class Vcpu : public InterruptTarget {
     VcpuEnv env_;
     Lapic lapic_;
 
-    std::mutex mu_;
+    mutable std::mutex mu_;
     std::condition_variable cv_;
     VcpuState state_ = VcpuState::WaitForSipi;
     bool stop_ = false;
+    bool pause_ = false;     // under mu_: a pause is asked
+    bool paused_ = false;    // under mu_: the thread is parked at its pause point
+    bool started_ = false;   // under mu_: start() ran
+    bool finished_ = false;  // under mu_: the thread has ended
+    std::atomic<uint64_t> paused_ns_{0};
     bool init_pending_ = false;
     std::optional<uint8_t> sipi_vector_;
     std::atomic<bool> nmi_pending_{false};

@@ -327,6 +327,15 @@ static void scenario_timer_oneshot(void) {
     finish(KVT_EXIT_PASS);
 }
 
+/* Counts as fast as it can until the harness says stop: a pause of the vCPU shows as a
+ * count that stands still, a resume as one that moves again. */
+static void scenario_count(void) {
+    volatile struct kvt_params* params = PARAMS;
+    volatile uint64_t* count = &RESULTS->count;
+    while (!params->count_stop) *count = *count + 1;
+    finish(KVT_EXIT_PASS);
+}
+
 void __attribute__((noreturn, used)) kvt_bsp_main(void) {
     build_gdt();
     build_idt();
@@ -343,6 +352,9 @@ void __attribute__((noreturn, used)) kvt_bsp_main(void) {
             break;
         case KVT_SCENARIO_TIMER_ONESHOT:
             scenario_timer_oneshot();
+            break;
+        case KVT_SCENARIO_COUNT:
+            scenario_count();
             break;
     }
     finish(KVT_EXIT_BAD_SCENARIO);

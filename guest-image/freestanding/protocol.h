@@ -33,6 +33,7 @@
 #define KVT_SCENARIO_IPI 2
 #define KVT_SCENARIO_TIMER_PERIODIC 3
 #define KVT_SCENARIO_TIMER_ONESHOT 4
+#define KVT_SCENARIO_COUNT 5 /* the BSP counts in results.count until params.count_stop */
 
 /* Exit statuses written to KVT_PORT_EXIT. */
 #define KVT_EXIT_PASS 0
@@ -145,6 +146,7 @@ struct kvt_params {
     uint32_t oneshot_quiet_us;   /* one-shot: how long to watch for a second tick */
     uint32_t oneshot_rewrite_lvt; /* one-shot: after it fired, write LVT timer again
                                      (same value); the SDM says that does not re-arm */
+    uint32_t count_stop;          /* count: the harness sets it non-zero to end the run */
 };
 
 /* Written by the guest; the harness reads it after the run. Fields touched by several
@@ -160,6 +162,7 @@ struct kvt_results {
     uint32_t exception_vector;
     uint64_t exception_error;
     uint64_t exception_rip;
+    uint64_t count; /* count: incremented by the BSP in a loop, never by anyone else */
 };
 
 /* Multi-node runs: written by node 0's VMM before any vCPU starts. */

@@ -6,8 +6,11 @@
 // (tests/kvm/run.sh uses it to choose between here and a lab host).
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "tests/kvm/kvm_harness.h"
 #include "vcpu/lapic.h"
@@ -173,6 +176,67 @@ TEST(KvmGuest, TimerOneShot) {
 // 11.5.4): a one-shot timer that fired stays quiet when its LVT entry is written again.
 TEST(KvmGuest, TimerOneShotLvtWrite) {
     one_shot(true);
+}
+
+// A running vCPU paused from another thread stops at its next exit boundary: the count
+// it writes stands still while it is paused (watched for 200 ms: the behaviour asserted,
+// not a wait for something to happen), its run state says Paused, and after resume() the
+// count moves again. Three rounds; then the guest is told to stop and ends normally.
+TEST(KvmGuest, PauseResume) {
+    auto vm = make_vm(1);
+    ASSERT_TRUE(vm);
+    kvt_params p{};
+    p.scenario = KVT_SCENARIO_COUNT;
+    const Gpa count_gpa(KVT_RESULTS_GPA + offsetof(kvt_results, count));
+    const Gpa stop_gpa(KVT_PARAMS_GPA + offsetof(kvt_params, count_stop));
+    std::vector<std::string> problems;
+    auto during = [&](TestVm& t) {
+        auto count = [&] {
+            uint64_t c = 0;
+            if (!t.memory().read_obj(count_gpa, c).ok()) problems.push_back("count unreadable");
+            return c;
+        };
+        // Bounded wait for the count to pass `v` (the guest runs: it must).
+        auto moves_past = [&](uint64_t v) {
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+            while (count() <= v)
+                if (std::chrono::steady_clock::now() > deadline) return false;
+            return true;
+        };
+        Vcpu& v = t.vcpu_mut(0);
+        if (!moves_past(0)) problems.push_back("the guest never started counting");
+        for (int round = 0; round < 3 && problems.empty(); ++round) {
+            const std::string r = "round " + std::to_string(round) + ": ";
+            v.request_pause();
+            if (!v.wait_paused(std::chrono::seconds(30))) {
+                problems.push_back(r + "the vCPU did not pause within 30 s");
+                break;
+            }
+            if (v.run_state() != VcpuRunState::Paused)
+                problems.push_back(r + "run state " + to_string(v.run_state()) + " after pausing");
+            const uint64_t exits_paused = v.counters().exits[KVM_EXIT_INTR].load();
+            const uint64_t at_pause = count();
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            const uint64_t later = count();
+            if (later != at_pause)
+                problems.push_back(r + "the count moved while paused: " + std::to_string(at_pause) +
+                                   " -> " + std::to_string(later));
+            if (v.counters().exits[KVM_EXIT_INTR].load() != exits_paused)
+                problems.push_back(r + "the vCPU entered the guest while paused");
+            v.resume();
+            if (!moves_past(later)) problems.push_back(r + "the count did not move after resume");
+            if (v.run_state() != VcpuRunState::Running)
+                problems.push_back(r + "run state " + to_string(v.run_state()) + " after resume");
+        }
+        uint32_t one = 1;
+        if (!t.memory().write_obj(stop_gpa, one).ok()) problems.push_back("cannot stop the guest");
+    };
+    auto run = vm->run(p, std::chrono::seconds(120), during);
+    ASSERT_TRUE(run) << run.error().message;
+    for (const auto& pr : problems) ADD_FAILURE() << pr;
+    EXPECT_TRUE(run->passed()) << run->describe();
+    EXPECT_GT(run->results.count, 0u);
+    EXPECT_GE(vm->vcpu(0).paused_ns(), 3 * 200'000'000ull);
 }
 
 }  // namespace

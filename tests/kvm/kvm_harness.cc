@@ -171,11 +171,13 @@ Status TestVm::load(const kvt_params& params) {
     return bsp.set_boot_state(regs, sregs);
 }
 
-Result<GuestRun> TestVm::run(const kvt_params& params, std::chrono::milliseconds timeout) {
+Result<GuestRun> TestVm::run(const kvt_params& params, std::chrono::milliseconds timeout,
+                             const std::function<void(TestVm&)>& during) {
     if (ran_) return Error{"TestVm::run: a TestVm runs once"};
     ran_ = true;
     KV_TRY(load(params));
     for (size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->start(i == 0);
+    if (during) during(*this);
 
     GuestRun out;
     {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -69,7 +70,15 @@ class TestVm : private IoHandler {
 
     // Loads the guest with `params`, starts vCPU 0 as the BSP and the others as APs
     // waiting for INIT/SIPI, waits for the end of the run, stops every vCPU. Once only.
-    Result<GuestRun> run(const kvt_params& params, std::chrono::milliseconds timeout);
+    // `during`, if given, runs on the calling thread once every vCPU is started and before
+    // the wait for the end: a test drives the running guest from there (pause, resume,
+    // read and write guest memory) and returns when it is done.
+    Result<GuestRun> run(const kvt_params& params, std::chrono::milliseconds timeout,
+                         const std::function<void(TestVm&)>& during = {});
+
+    Vcpu& vcpu_mut(uint32_t i) { return *vcpus_.at(i); }
+    // Guest memory while the guest runs (one node, no coherence: a plain mapping).
+    GuestMemory& memory() { return *mem_; }
 
     const IpiRouter& router() const { return *router_; }
     const Vcpu& vcpu(uint32_t i) const { return *vcpus_.at(i); }
