@@ -174,6 +174,17 @@ Status VcpuFd::set_tsc_offset(uint64_t offset) {
     return {};
 }
 
+Result<uint64_t> VcpuFd::get_tsc_offset() const {
+    uint64_t offset = 0;
+    kvm_device_attr attr{};
+    attr.group = KVM_VCPU_TSC_CTRL;
+    attr.attr = KVM_VCPU_TSC_OFFSET;
+    attr.addr = reinterpret_cast<uint64_t>(&offset);
+    if (::ioctl(fd_.get(), KVM_GET_DEVICE_ATTR, &attr) < 0)
+        return Error::from_errno("KVM_GET_DEVICE_ATTR(KVM_VCPU_TSC_OFFSET)");
+    return offset;
+}
+
 Status VcpuFd::nmi() {
     if (::ioctl(fd_.get(), KVM_NMI, 0) < 0) return Error::from_errno("KVM_NMI");
     return {};

@@ -71,6 +71,7 @@ class VcpuFd {
     Result<uint32_t> get_tsc_khz() const;
     // The guest TSC is the host TSC plus `offset` (KVM_VCPU_TSC_OFFSET, Linux 5.16+).
     Status set_tsc_offset(uint64_t offset);
+    Result<uint64_t> get_tsc_offset() const;
     int fd() const { return fd_.get(); }
 
   private:

@@ -307,7 +307,8 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     // run slower than real time; the LAPIC timer needs nothing, since the guest measures
     // its rate against the TSC and the PM timer.
     const uint32_t dilation = cfg.time_dilation;
-    const MonotonicClock guest_clock = dilated(monotonic_ns, dilation);
+    device_clock_ = std::make_shared<PausableClock>(monotonic_ns);
+    const MonotonicClock guest_clock = dilated([c = device_clock_] { return c->now(); }, dilation);
     // Over several nodes the PM timer is read on every node (read_pm_timer), so it runs on
     // what every node shares, the guest TSC, and counts from the guest TSC's zero.
     const MonotonicClock pm_clock =

@@ -2,6 +2,7 @@
 // assembled in one readable place (create()) and run until the guest stops (run()).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "vcpu/vcpu.h"
 #include "vmm/config/config.h"
 #include "vmm/devices/bus.h"
+#include "vmm/devices/clock.h"
 #include "vmm/devices/irq.h"
 #include "vmm/node/topology.h"
 #include "vmm/stop.h"
@@ -61,6 +63,22 @@ class Machine : public IoHandler, public IrqChip {
     // Any thread: the guest is over.
     void request_stop(StopReason reason, std::string detail);
 
+    // The pause path of stop/cont (and later migration and snapshots): every vCPU of this
+    // node parked at an exit boundary (bounded by `timeout`), then the device clocks and
+    // the guest TSC stopped; resume() starts them where they stood, so the guest's clocks
+    // do not jump over the pause. Any thread but a vCPU's; one caller at a time (the
+    // control thread). A guest over several nodes is refused for now: its nodes would
+    // have to pause together (docs/control.md).
+    Status pause(std::chrono::milliseconds timeout);
+    Status resume();
+    bool paused() const;
+    struct VcpuInfo {
+        uint32_t index = 0, node = 0;
+        VcpuRunState state = VcpuRunState::Parked;
+        uint64_t exits = 0, halts = 0, paused_ns = 0;
+    };
+    std::vector<VcpuInfo> vcpu_info() const;
+
   private:
     Machine() = default;
     Status build(const config::VmConfig& cfg, const std::optional<ConfigDigest>& digest);
@@ -78,6 +96,11 @@ class Machine : public IoHandler, public IrqChip {
     bool read_hpet_counter(uint64_t addr, std::span<uint8_t> data) const;
     // Stops the vCPUs and tears the node's links down (run()'s end and the destructor).
     void shut_down();
+
+    // The devices' time base (single node): stands still while the guest is paused.
+    std::shared_ptr<PausableClock> device_clock_;
+    mutable std::mutex pause_mu_;            // taken alone, by the control thread's calls
+    std::optional<uint64_t> paused_at_tsc_;  // under pause_mu_: host TSC when paused
 
     config::VmConfig cfg_;
     uint32_t self_ = 0;   // this node (0 for a single-node guest)

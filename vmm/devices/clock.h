@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <mutex>
 
 namespace kv {
 
@@ -36,6 +37,37 @@ inline MonotonicClock dilated(MonotonicClock base, uint32_t factor) {
     const uint64_t origin = base();
     return [base = std::move(base), origin, factor] { return origin + (base() - origin) / factor; };
 }
+
+// A clock that stands still while the guest is paused (stop/cont, snapshots): `base`
+// minus the time spent paused, so the devices that follow it (PIT, ACPI PM timer, HPET)
+// neither jump nor fire a burst of missed ticks at resume. Any thread; never goes back.
+class PausableClock {
+  public:
+    explicit PausableClock(MonotonicClock base) : base_(std::move(base)) {}
+    uint64_t now() const {
+        std::lock_guard lk(mu_);
+        return (paused_ ? paused_at_ : base_()) - paused_total_;
+    }
+    void pause() {
+        std::lock_guard lk(mu_);
+        if (paused_) return;
+        paused_ = true;
+        paused_at_ = base_();
+    }
+    void resume() {
+        std::lock_guard lk(mu_);
+        if (!paused_) return;
+        paused_ = false;
+        paused_total_ += base_() - paused_at_;
+    }
+
+  private:
+    MonotonicClock base_;
+    mutable std::mutex mu_;
+    bool paused_ = false;        // under mu_
+    uint64_t paused_at_ = 0;     // under mu_: base_() when the pause began
+    uint64_t paused_total_ = 0;  // under mu_: base_ time spent paused before now
+};
 
 // Whole ticks of a `hz` clock in `ns` nanoseconds (floor). 128-bit intermediate: ns * hz
 // overflows 64 bits after a few hours at MHz rates.

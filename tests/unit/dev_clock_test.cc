@@ -1,0 +1,52 @@
+// The devices' pausable time base: it stands still while paused and goes on from there.
+#include <gtest/gtest.h>
+
+#include "vmm/devices/clock.h"
+
+namespace kv {
+namespace {
+
+TEST(PausableClock, StandsStillWhilePausedAndGoesOnWithoutAJump) {
+    uint64_t t = 1000;
+    PausableClock c([&] { return t; });
+    EXPECT_EQ(c.now(), 1000u);
+    t = 1500;
+    c.pause();
+    t = 9000;  // 7500 ns paused
+    EXPECT_EQ(c.now(), 1500u);
+    c.resume();
+    EXPECT_EQ(c.now(), 1500u);
+    t = 9100;
+    EXPECT_EQ(c.now(), 1600u);
+}
+
+TEST(PausableClock, PausesAddUpAndRepeatedCallsAreHarmless) {
+    uint64_t t = 0;
+    PausableClock c([&] { return t; });
+    for (int i = 0; i < 3; ++i) {
+        t += 100;  // runs 100
+        c.pause();
+        c.pause();
+        t += 50;  // paused 50
+        c.resume();
+        c.resume();
+    }
+    EXPECT_EQ(c.now(), 300u);
+}
+
+TEST(PausableClock, DilatedOverAPausableClockStopsToo) {
+    uint64_t t = 0;
+    auto c = std::make_shared<PausableClock>([&] { return t; });
+    MonotonicClock d = dilated([c] { return c->now(); }, 10);
+    t = 1000;
+    EXPECT_EQ(d(), 100u);
+    c->pause();
+    t = 5000;
+    EXPECT_EQ(d(), 100u);
+    c->resume();
+    t = 6000;
+    EXPECT_EQ(d(), 200u);
+}
+
+}  // namespace
+}  // namespace kv
