@@ -327,12 +327,10 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
 
     KV_TRY(pio_bus_.insert(RtcCmos::kBase, RtcCmos::kSize, std::make_shared<RtcCmos>(), "rtc"));
     auto reset = [this] { request_stop(StopReason::Reset, "guest reset"); };
-    KV_TRY(pio_bus_.insert(AcpiPm::kBase, AcpiPm::kSize,
-                           std::make_shared<AcpiPm>(
-                               IrqLine(this, kSciIrq),
-                               [this] { request_stop(StopReason::PowerOff, "guest powered off"); },
-                               pm_clock, pm_origin),
-                           "acpi-pm"));
+    acpi_pm_ = std::make_shared<AcpiPm>(
+        IrqLine(this, kSciIrq), [this] { request_stop(StopReason::PowerOff, "guest powered off"); },
+        pm_clock, pm_origin);
+    KV_TRY(pio_bus_.insert(AcpiPm::kBase, AcpiPm::kSize, acpi_pm_, "acpi-pm"));
     KV_TRY(pio_bus_.insert(PciHost::kBase, PciHost::kSize, std::make_shared<PciHost>(reset),
                            "pci-host"));
     KV_TRY(pio_bus_.insert(PvPanic::kPort, 1, std::make_shared<PvPanic>([this](uint8_t ev) {

@@ -32,6 +32,7 @@ class Ioapic;
 class Pic8259;
 class Pit8254;
 class Uart8250;
+class AcpiPm;
 class Console;
 class NodeLink;
 class CoherenceEngine;
@@ -78,6 +79,8 @@ class Machine : public IoHandler, public IrqChip {
         uint64_t exits = 0, halts = 0, paused_ns = 0;
     };
     std::vector<VcpuInfo> vcpu_info() const;
+    // The ACPI power button (system_powerdown): the guest decides what to do with it.
+    void press_power_button();
 
   private:
     Machine() = default;
@@ -126,6 +129,7 @@ class Machine : public IoHandler, public IrqChip {
     std::shared_ptr<Pic8259> pic_;
     std::shared_ptr<Pit8254> pit_;
     std::shared_ptr<Uart8250> uart_;
+    std::shared_ptr<AcpiPm> acpi_pm_;
     std::unique_ptr<Console> console_;
     Fd console_file_;
 

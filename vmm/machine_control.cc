@@ -1,6 +1,7 @@
 // Machine: the pause path (stop/cont) and what the control plane reads of the vCPUs.
 #include <cinttypes>
 
+#include "vmm/devices/acpi_pm.h"
 #include "vmm/machine.h"
 #include "vmm/node/node_link.h"
 
@@ -66,6 +67,10 @@ std::vector<Machine::VcpuInfo> Machine::vcpu_info() const {
         out.push_back(i);
     }
     return out;
+}
+
+void Machine::press_power_button() {
+    if (acpi_pm_) acpi_pm_->press_power_button();
 }
 
 }  // namespace kv

@@ -321,6 +321,9 @@ Status apply(VmConfig& cfg, const std::string& key, const Raw& raw) {
         Result<LogLevel> r = parse_log_level(text);
         if (!r.ok()) return r.error();
         cfg.log_level = *r;
+    } else if (key == "control") {
+        if (text.empty()) return Error{"control: empty path"};
+        cfg.control = resolve_path(text, raw.origin);
     } else if (key == "config") {
         cfg.config_file = text;
     } else if (key == "node") {

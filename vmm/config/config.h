@@ -112,6 +112,8 @@ struct VmConfig {
     OnReboot on_reboot = OnReboot::Restart;
     bool stats = false;  // print counters at exit
     LogLevel log_level = LogLevel::Warn;
+    // The control socket's path (empty: none); only the I/O node makes it.
+    std::string control;
     // The guest's clocks (its TSC frequency as told, PIT, ACPI PM timer) run this many
     // times slower than real time; 1 is real time (docs/configuration.md).
     uint32_t time_dilation = 1;

@@ -10,7 +10,7 @@ namespace {
 constexpr std::string_view kVersion = "0.1.0";
 
 // clang-format off
-constexpr std::array<KeyInfo, 15> kKeys{{
+constexpr std::array<KeyInfo, 16> kKeys{{
     {"kernel", "PATH", "",
      "Linux bzImage to boot (64-bit boot protocol). Required.", true, false},
     {"initrd", "PATH", "none",
@@ -37,6 +37,10 @@ constexpr std::array<KeyInfo, 15> kKeys{{
      "the guest is told, the PIT and the ACPI PM timer. For guests on emulated hosts, which "
      "run many times slower than on hardware, so that timer ticks do not crowd out the "
      "guest's work. Every node of a cluster must give the same value.", true, false},
+    {"control", "PATH", "none",
+     "Unix socket of the control API (QMP-style JSON lines; docs/control.md), made mode "
+     "0600 by the I/O node; kvctl --socket PATH is its client. Not part of a cluster's "
+     "config digest.", true, false},
     {"log-level", "error|warning|info|debug", "warning",
      "Least severe VMM message printed to stderr.", true, false},
     {"config", "FILE", "none",
