@@ -17,6 +17,8 @@
 #include "base/log.h"
 #include "vmm/config/cluster.h"
 #include "vmm/config/config.h"
+#include "vmm/control/server.h"
+#include "vmm/control/vm_commands.h"
 #include "vmm/machine.h"
 
 namespace {
@@ -60,6 +62,22 @@ void start_signal_thread() {
 // Runs the guest (this node of it) until it stops for good; returns the exit status.
 int run_guest(const kv::config::VmConfig& cfg, const std::optional<kv::ConfigDigest>& digest) {
     start_signal_thread();
+    // The control socket lives as long as vmm-launch, across guest resets; only the I/O
+    // node makes it (the other nodes will answer it over the interconnect).
+    kv::control::CommandTable commands;
+    kv::control::VmControl vm_control;
+    std::unique_ptr<kv::control::ControlServer> control;
+    if (!cfg.control.empty() && (!cfg.cluster.enabled() || cfg.cluster.self == 0)) {
+        vm_control.add_commands(commands);
+        auto server = kv::control::ControlServer::create(cfg.control, commands);
+        if (!server) {
+            std::fprintf(stderr, "%s: %s%s\n", g_name.c_str(), cfg.where("control").c_str(),
+                         server.error().message.c_str());
+            return 2;
+        }
+        control = std::move(server).value();
+        vm_control.set_server(control.get());
+    }
     for (;;) {
         auto machine = kv::Machine::create(cfg, digest);
         if (!machine) {
@@ -72,8 +90,11 @@ int run_guest(const kv::config::VmConfig& cfg, const std::optional<kv::ConfigDig
             return input ? 2 : 1;
         }
         g_machine = machine->get();
+        vm_control.attach(machine->get());
         kv::StopEvent ev = (*machine)->run();
+        vm_control.detach();
         g_machine = nullptr;
+        vm_control.guest_stopped(ev);
         if (cfg.stats) (*machine)->print_stats(stderr);
         switch (ev.reason) {
             case kv::StopReason::PowerOff:
