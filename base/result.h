@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -11,8 +12,17 @@
 
 namespace kv {
 
+// What a caller may branch on; most errors are Generic and are only reported.
+enum class ErrorCode : uint8_t {
+    Generic = 0,
+    Timeout,   // a peer or a vCPU did not answer in time
+    PeerLost,  // the node that had to answer is gone
+    Refused,   // the request was understood and refused (wrong state, not allowed)
+};
+
 struct Error {
     std::string message;
+    ErrorCode code = ErrorCode::Generic;
 
     // "what: strerror(errno)" — for failed system calls.
     static Error from_errno(const std::string& what, int err = errno) {
