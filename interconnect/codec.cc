@@ -43,6 +43,8 @@ constexpr TypeInfo kTypes[] = {
     {MsgType::ApicIdUpdate, "ApicIdUpdate", {Kind::Fixed, sizeof(ApicIdUpdatePayload)}},
     {MsgType::IoReq, "IoReq", {Kind::Fixed, sizeof(IoPayload)}},
     {MsgType::IoReply, "IoReply", {Kind::Fixed, sizeof(IoPayload)}},
+    {MsgType::CtlReq, "CtlReq", {Kind::UpTo, kMaxPayload}},
+    {MsgType::CtlReply, "CtlReply", {Kind::UpTo, kMaxPayload}},
 };
 
 const TypeInfo* find_type(uint16_t type) {

@@ -17,7 +17,9 @@ constexpr uint32_t kMsgMagic = 0x4B56524Bu;  // "KRVK" little-endian
 constexpr uint16_t kMsgVersion = 1;
 constexpr uint32_t kMaxPayload = 64 * 1024;  // a page plus room; anything larger is refused
 
-// Message types. Groups: 0x01xx control, 0x02xx coherence, 0x03xx vCPU/IPI, 0x04xx I/O.
+// Message types. Groups: 0x01xx node link, 0x02xx coherence, 0x03xx vCPU/IPI, 0x04xx I/O,
+// 0x05xx cluster control. The layer that takes a group registers it with the node's
+// MessageRouter (router.h).
 enum class MsgType : uint16_t {
     // control
     Hello = 0x0101,  // handshake: node id, cluster config digest, auth
@@ -47,6 +49,9 @@ enum class MsgType : uint16_t {
     // forwarded I/O (vmm/)
     IoReq = 0x0401,  // PIO/MMIO access forwarded to the I/O node
     IoReply = 0x0402,
+    // cluster control (vmm/node/node_control.h): the I/O node's control plane asks a node
+    CtlReq = 0x0501,    // I/O node -> node: `arg` = the operation; payload: JSON arguments
+    CtlReply = 0x0502,  // node -> I/O node, same request_id: payload: JSON answer
 };
 
 struct MsgHeader {
