@@ -1,0 +1,110 @@
+// The cluster control layer: how the I/O node's control plane (vmm/control/) reaches the
+// other nodes. The I/O node asks (CtlReq: an operation and JSON arguments); each node
+// answers (CtlReply, same request id: {"return": VALUE} or {"error": TEXT}) from its own
+// worker thread, because what it does may block: pausing waits for its vCPUs to reach an
+// exit boundary, and a vCPU may itself be waiting for a page or a forwarded access that
+// only the transport's receive thread delivers. So the receive thread only queues a
+// request or hands a reply to its waiter; it never blocks on a peer or a vCPU.
+//
+// Errors carry a code (base/result.h): Timeout when a node did not answer in time,
+// PeerLost when its connection is gone, Refused when it answered with an error. A reply
+// that is not the JSON described above is reported, fails its request and is otherwise
+// ignored: the control plane never stops the guest.
+//
+// Threads: ask()/ask_all() from any thread (the control server's); one request at a time
+// per caller, several callers at once are fine. close() fails every waiter and stops the
+// worker; the destructor calls it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "base/result.h"
+#include "interconnect/transport.h"
+#include "vmm/control/protocol.h"
+
+namespace kv {
+
+enum class ControlOp : uint64_t {
+    Pause = 1,   // park every local vCPU at an exit boundary; freeze the guest TSC here
+    Resume = 2,  // {"tsc_shift": CYCLES}: take CYCLES out of the guest TSC, run the vCPUs
+    Query = 3,   // this node's report (Machine::node_report)
+};
+const char* to_string(ControlOp op);
+
+class NodeControl final : public MessageHandler {
+  public:
+    using Json = control::Json;
+    // What this node does for a request (on the worker thread; may block).
+    using Serve = std::function<Result<Json>(ControlOp op, const Json& args)>;
+    // A peer's connection went away (the receive thread).
+    using OnLost = std::function<void(NodeId peer, const Error& why)>;
+
+    NodeControl(NodeId self, uint32_t num_nodes, Serve serve, OnLost on_lost = {});
+    ~NodeControl() override;
+    NodeControl(const NodeControl&) = delete;
+    NodeControl& operator=(const NodeControl&) = delete;
+
+    // MessageHandler (the transport's receive thread).
+    void on_start(Transport& transport) override;
+    void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) override;
+    void on_peer_lost(NodeId peer, const Error& why) override;
+
+    // Asks node `to` and waits for its answer until `timeout`.
+    Result<Json> ask(NodeId to, ControlOp op, const Json& args, std::chrono::milliseconds timeout);
+    // Asks every other node at once; one answer per node (by node id order), lost nodes
+    // included (their answer is a PeerLost error).
+    struct Answer {
+        NodeId node;
+        Result<Json> reply;
+    };
+    std::vector<Answer> ask_all(ControlOp op, const Json& args, std::chrono::milliseconds timeout);
+
+    bool lost(NodeId node) const;
+    uint32_t num_nodes() const { return num_nodes_; }
+    void close();
+
+  private:
+    struct Pending {
+        NodeId to = 0;
+        std::optional<Result<Json>> reply;
+    };
+    struct Request {
+        NodeId from;
+        uint64_t id;
+        uint64_t op;
+        std::vector<uint8_t> args;
+    };
+    void worker();
+    void answer(const Request& r);
+    // Sends the request; its id, or an error (payload too big, send failed).
+    Result<uint64_t> send_request(NodeId to, ControlOp op, const Json& args,
+                                  std::chrono::steady_clock::time_point deadline);
+    Result<Json> wait(uint64_t id, std::chrono::steady_clock::time_point deadline);
+
+    const NodeId self_;
+    const uint32_t num_nodes_;
+    Serve serve_;
+    OnLost on_lost_;
+    std::atomic<Transport*> transport_{nullptr};
+
+    mutable std::mutex mu_;
+    std::condition_variable cv_;                    // a reply came, a peer was lost, or close()
+    std::condition_variable work_cv_;               // a request came, or close()
+    bool closed_ = false;                           // under mu_
+    uint64_t next_id_ = 1;                          // under mu_
+    std::map<uint64_t, Pending> pending_;           // under mu_: request id -> its answer so far
+    std::vector<std::optional<std::string>> lost_;  // under mu_: why a node was lost
+    std::deque<Request> requests_;                  // under mu_: for the worker
+    std::thread worker_;
+};
+
+}  // namespace kv
