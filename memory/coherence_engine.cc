@@ -81,6 +81,25 @@ LocalState CoherenceEngine::local_state(uint64_t pfn) const {
     return core_.local_state(pfn);
 }
 
+CoherenceEngine::StateCounts CoherenceEngine::state_counts() const {
+    StateCounts c;
+    std::lock_guard lk(mu_);
+    for (uint64_t pfn = 0; pfn < num_pages_; ++pfn) {
+        switch (core_.local_state(pfn)) {
+            case LocalState::I:
+                ++c.invalid;
+                break;
+            case LocalState::S:
+                ++c.shared;
+                break;
+            case LocalState::M:
+                ++c.modified;
+                break;
+        }
+    }
+    return c;
+}
+
 std::optional<Error> CoherenceEngine::error() const {
     std::lock_guard lk(err_mu_);
     return error_;

@@ -89,6 +89,11 @@ class CoherenceEngine : public MessageHandler {
     std::optional<uint64_t> pfn_of(uint64_t host_addr) const;
     // Local state and pending flag of a page (tests and tools; takes the lock).
     LocalState local_state(uint64_t pfn) const;
+    // How many pages are in each local state here (I, S, M), one pass under the lock.
+    struct StateCounts {
+        uint64_t invalid = 0, shared = 0, modified = 0;
+    };
+    StateCounts state_counts() const;
     // The `n` pages with the most faults here so far (diagnostics: a page bouncing
     // between nodes shows at the top).
     struct HotPage {

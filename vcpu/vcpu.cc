@@ -160,6 +160,7 @@ void Vcpu::start(bool bsp) {
         state_ = bsp ? VcpuState::Running : VcpuState::WaitForSipi;
         started_ = true;
     }
+    started_ns_.store(monotonic_ns(), std::memory_order_relaxed);
     thread_ = std::thread([this] { thread_main(); });
 }
 
@@ -348,6 +349,12 @@ bool Vcpu::interruptible_pending(bool if_flag) {
 void Vcpu::wait_halted() {
     counters_.halts.fetch_add(1, std::memory_order_relaxed);
     bool if_flag = fd_.run_page()->if_flag;
+    const uint64_t start = monotonic_ns();
+    struct AddTime {
+        std::atomic<uint64_t>& to;
+        uint64_t start;
+        ~AddTime() { to.fetch_add(monotonic_ns() - start, std::memory_order_relaxed); }
+    } add_time{counters_.halted_ns, start};
     std::unique_lock lk(mu_);
     for (;;) {
         if (stop_ || pause_ || init_pending_) return;

@@ -103,6 +103,8 @@ class Vcpu : public InterruptTarget {
     VcpuRunState run_state() const;
     // Nanoseconds this vCPU has spent paused in all (read at any time).
     uint64_t paused_ns() const { return paused_ns_.load(std::memory_order_relaxed); }
+    // monotonic_ns() when start() ran (0: never started here).
+    uint64_t started_ns() const { return started_ns_.load(std::memory_order_relaxed); }
 
     void deliver(const InterruptMessage& m) override;
     void set_extint(bool level);
@@ -111,6 +113,7 @@ class Vcpu : public InterruptTarget {
         std::array<std::atomic<uint64_t>, 64> exits{};  // by KVM_EXIT_* reason
         std::atomic<uint64_t> interrupts_injected{0}, nmis_injected{0}, halts{0};
         std::atomic<uint64_t> pio_unhandled{0}, mmio_unhandled{0}, kicks{0};
+        std::atomic<uint64_t> halted_ns{0};  // time in HLT (waiting for an interrupt)
     };
     const Counters& counters() const { return counters_; }
     void print_counters(FILE* out) const;
@@ -163,6 +166,7 @@ class Vcpu : public InterruptTarget {
     bool started_ = false;   // under mu_: start() ran
     bool finished_ = false;  // under mu_: the thread has ended
     std::atomic<uint64_t> paused_ns_{0};
+    std::atomic<uint64_t> started_ns_{0};
     bool init_pending_ = false;
     std::optional<uint8_t> sipi_vector_;
     std::atomic<bool> nmi_pending_{false};
