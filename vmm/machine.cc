@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "interconnect/auth.h"
+#include "interconnect/router.h"
 #include "interconnect/transport_factory.h"
 #include "memory/coherence_engine.h"
 #include "vcpu/tsc.h"
@@ -27,6 +28,7 @@
 #include "vmm/devices/pvpanic.h"
 #include "vmm/devices/rtc_cmos.h"
 #include "vmm/devices/uart_8250.h"
+#include "vmm/node/node_control.h"
 #include "vmm/node/node_link.h"
 
 namespace kv {
@@ -48,11 +50,15 @@ Result<std::unique_ptr<Machine>> Machine::create(const config::VmConfig& cfg,
 
 Machine::~Machine() {
     shut_down();
+    // Joins the control worker (which may have been pausing the vCPUs) before any member
+    // it uses goes; after shut_down() a control command fails at once (it is closed).
+    control_.reset();
 }
 
 void Machine::shut_down() {
     for (auto& v : vcpus_) v->request_stop();
-    if (link_) link_->close();  // vCPUs waiting for forwarded I/O give up
+    if (link_) link_->close();        // vCPUs waiting for forwarded I/O give up
+    if (control_) control_->close();  // control requests in flight fail
     if (engine_) engine_->expect_peers_to_leave();
     if (transport_) transport_->shutdown();
     if (engine_) {
@@ -113,14 +119,26 @@ Status Machine::connect_cluster(const std::optional<ConfigDigest>& given) {
     eo.on_error = [this](const Error& e) {
         request_stop(StopReason::Failed, "guest memory: " + e.message);
     };
-    eo.next = link_.get();
     auto engine = CoherenceEngine::create(*mem_, std::move(eo));
     if (!engine) return Error{"guest memory: " + engine.error().message};
     engine_ = std::move(engine).value();
+    control_ = std::make_unique<NodeControl>(
+        self_, topo_.num_nodes,
+        [this](ControlOp op, const control::Json& args) { return serve_control(op, args); },
+        [this](NodeId peer, const Error& why) {
+            emit_event("NODE_LOST", {{"node", peer}, {"reason", why.message}});
+        });
+    // Each layer takes its own message groups (interconnect/router.h).
+    dispatch_ = std::make_unique<MessageRouter>();
+    KV_TRY(dispatch_->add_group(0x01, *link_, "node link"));
+    KV_TRY(dispatch_->add_group(0x02, *engine_, "coherence"));
+    KV_TRY(dispatch_->add_group(0x03, *link_, "node link (vCPUs)"));
+    KV_TRY(dispatch_->add_group(0x04, *link_, "node link (I/O)"));
+    KV_TRY(dispatch_->add_group(0x05, *control_, "cluster control"));
 
     KV_INFO("node %u: connecting to %zu other node(s)", self_, cl.nodes.size() - 1);
     auto t = make_transport(cl.transport, config::transport_options(cfg_, digest, auth_.get()),
-                            engine_.get());
+                            dispatch_.get());
     if (!t) return Error{"node " + std::to_string(self_) + ": " + t.error().message};
     transport_ = std::move(t).value();
     link_->attach(*transport_);
@@ -369,7 +387,10 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
 
 uint64_t Machine::guest_tsc_ns(uint64_t khz) const {
     if (khz == 0 || !tsc_offset_) return 0;
-    const uint64_t tsc = __builtin_ia32_rdtsc() + *tsc_offset_;
+    // While the guest is paused its TSC stands still for the devices too (pause_local).
+    const uint64_t tsc = tsc_frozen_.load()
+                             ? frozen_tsc_.load()
+                             : __builtin_ia32_rdtsc() + *tsc_offset_ - tsc_shift_.load();
     const uint64_t dilation = std::max<uint64_t>(cfg_.time_dilation, 1);
     return uint64_t((unsigned __int128)tsc * 1'000'000u / khz / dilation);
 }

@@ -2,9 +2,11 @@
 // assembled in one readable place (create()) and run until the guest stops (run()).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,6 +22,7 @@
 #include "vcpu/kvm.h"
 #include "vcpu/vcpu.h"
 #include "vmm/config/config.h"
+#include "vmm/control/protocol.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/clock.h"
 #include "vmm/devices/irq.h"
@@ -35,6 +38,9 @@ class Uart8250;
 class AcpiPm;
 class Console;
 class NodeLink;
+class NodeControl;
+class MessageRouter;
+enum class ControlOp : uint64_t;
 class CoherenceEngine;
 class Transport;
 class AuthHook;
@@ -64,12 +70,14 @@ class Machine : public IoHandler, public IrqChip {
     // Any thread: the guest is over.
     void request_stop(StopReason reason, std::string detail);
 
-    // The pause path of stop/cont (and later migration and snapshots): every vCPU of this
-    // node parked at an exit boundary (bounded by `timeout`), then the device clocks and
+    // The pause path of stop/cont (and later migration and snapshots): every vCPU of the
+    // guest parked at an exit boundary (bounded by `timeout`), then the device clocks and
     // the guest TSC stopped; resume() starts them where they stood, so the guest's clocks
-    // do not jump over the pause. Any thread but a vCPU's; one caller at a time (the
-    // control thread). A guest over several nodes is refused for now: its nodes would
-    // have to pause together (docs/control.md).
+    // do not jump over the pause. Over several nodes, the I/O node's call pauses every
+    // node (NodeControl: each parks its vCPUs and freezes its guest TSC) and resume()
+    // takes the same number of cycles out of every node's guest TSC, so the nodes' TSCs
+    // still agree (docs/control.md). Any thread but a vCPU's; one caller at a time (the
+    // control thread); on the I/O node only.
     Status pause(std::chrono::milliseconds timeout);
     Status resume();
     bool paused() const;
@@ -77,8 +85,19 @@ class Machine : public IoHandler, public IrqChip {
         uint32_t index = 0, node = 0;
         VcpuRunState state = VcpuRunState::Parked;
         uint64_t exits = 0, halts = 0, paused_ns = 0;
+        uint64_t halted_ns = 0;   // in HLT
+        uint64_t running_ns = 0;  // since it started, neither halted nor paused
     };
     std::vector<VcpuInfo> vcpu_info() const;
+    // This node's report for the control plane: address, state, vCPUs, memory range and
+    // page states, coherence and link counters (docs/control.md, query-nodes).
+    control::Json node_report() const;
+    // Every node's report, this one's first; a node that did not answer has
+    // {"node": K, "state": "lost" or "unreachable", "error": TEXT}.
+    std::vector<control::Json> cluster_reports(std::chrono::milliseconds timeout) const;
+    // Events the machine raises itself (NODE_LOST); any thread. Null: none.
+    using EventSink = std::function<void(const std::string& name, const control::Json& data)>;
+    void set_event_sink(EventSink sink);
     // The ACPI power button (system_powerdown): the guest decides what to do with it.
     void press_power_button();
 
@@ -97,6 +116,14 @@ class Machine : public IoHandler, public IrqChip {
     bool read_pm_timer(uint16_t port, std::span<uint8_t> data) const;
     // Other nodes: a read of the HPET's main counter served here (false: forward it).
     bool read_hpet_counter(uint64_t addr, std::span<uint8_t> data) const;
+    // This node's half of the pause path (every node, the I/O node's own included).
+    Status pause_local(std::chrono::milliseconds timeout);
+    // Takes `cycles` out of this node's guest TSC (every vCPU's KVM offset, and the TSC the
+    // devices read), restarts the device clock and runs the vCPUs again.
+    Status resume_local(uint64_t cycles);
+    // A request of the I/O node's control plane (NodeControl's worker thread).
+    Result<control::Json> serve_control(ControlOp op, const control::Json& args);
+    void emit_event(const std::string& name, const control::Json& data);
     // Stops the vCPUs and tears the node's links down (run()'s end and the destructor).
     void shut_down();
 
@@ -104,6 +131,13 @@ class Machine : public IoHandler, public IrqChip {
     std::shared_ptr<PausableClock> device_clock_;
     mutable std::mutex pause_mu_;            // taken alone, by the control thread's calls
     std::optional<uint64_t> paused_at_tsc_;  // under pause_mu_: host TSC when paused
+    // Multi-node: cycles taken out of the guest TSC by pauses so far (tsc_offset_ minus
+    // this is the vCPUs' KVM offset), and the guest TSC the devices read while paused.
+    std::atomic<uint64_t> tsc_shift_{0};
+    std::atomic<bool> tsc_frozen_{false};
+    std::atomic<uint64_t> frozen_tsc_{0};
+    std::mutex event_mu_;
+    EventSink event_sink_;  // under event_mu_
 
     config::VmConfig cfg_;
     uint32_t self_ = 0;   // this node (0 for a single-node guest)
@@ -120,6 +154,8 @@ class Machine : public IoHandler, public IrqChip {
     std::unique_ptr<AuthHook> auth_;
     std::unique_ptr<NodeLink> link_;
     std::unique_ptr<CoherenceEngine> engine_;
+    std::unique_ptr<NodeControl> control_;
+    std::unique_ptr<MessageRouter> dispatch_;  // the transport's handler: routes by type
     std::unique_ptr<Transport> transport_;
     std::optional<DsmStats> dsm_stats_;  // the engine's counters, kept when it goes
     std::unique_ptr<IpiRouter> router_;

@@ -1,16 +1,19 @@
-// Machine: the pause path (stop/cont) and what the control plane reads of the vCPUs.
+// Machine: the pause path (stop/cont) on one node and across nodes, and what the control
+// plane reads of each node (node_report).
+#include <algorithm>
 #include <cinttypes>
 
+#include "memory/coherence_engine.h"
 #include "vmm/devices/acpi_pm.h"
 #include "vmm/machine.h"
+#include "vmm/node/node_control.h"
 #include "vmm/node/node_link.h"
 
 namespace kv {
 
-Status Machine::pause(std::chrono::milliseconds timeout) {
-    if (multi_) return Error{"pause: a guest over several nodes cannot be paused yet"};
-    std::lock_guard g(pause_mu_);
-    if (paused_at_tsc_) return {};
+using control::Json;
+
+Status Machine::pause_local(std::chrono::milliseconds timeout) {
     for (auto& v : vcpus_) v->request_pause();
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (auto& v : vcpus_) {
@@ -18,40 +21,106 @@ Status Machine::pause(std::chrono::milliseconds timeout) {
             deadline - std::chrono::steady_clock::now());
         if (!v->wait_paused(std::max(left, std::chrono::milliseconds(0)))) {
             for (auto& w : vcpus_) w->resume();
-            return Error{"pause: vCPU " + std::to_string(v->index()) +
-                         " did not reach an exit "
-                         "boundary within " +
-                         std::to_string(timeout.count()) + " ms"};
+            return Error{"vCPU " + std::to_string(v->index()) +
+                             " did not reach an exit boundary within " +
+                             std::to_string(timeout.count()) + " ms",
+                         ErrorCode::Timeout};
         }
     }
-    // Every vCPU is out of the guest: now the clocks. The guest TSC runs on in KVM; resume()
-    // takes the paused cycles out of every vCPU's TSC offset.
-    device_clock_->pause();
+    // Every local vCPU is out of the guest. The devices' reads of the guest TSC (PM timer,
+    // HPET, multi-node) stand still from here; the TSC itself runs on in KVM until
+    // resume_local() takes the paused cycles out of every vCPU's offset.
+    if (tsc_offset_) {
+        frozen_tsc_.store(__builtin_ia32_rdtsc() + *tsc_offset_ - tsc_shift_.load());
+        tsc_frozen_.store(true);
+    }
+    return {};
+}
+
+Status Machine::resume_local(uint64_t cycles) {
+    Status result;
+    for (auto& v : vcpus_) {
+        auto off = v->fd().get_tsc_offset();
+        Status st = off ? v->fd().set_tsc_offset(*off - cycles) : Status(off.error());
+        if (!st && result)
+            result = Error{"vCPU " + std::to_string(v->index()) + ": " + st.error().message};
+    }
+    tsc_shift_.fetch_add(cycles);
+    tsc_frozen_.store(false);
+    if (device_clock_) device_clock_->resume();
+    // The vCPUs run again even if an offset could not be moved: a guest left paused for
+    // good would be worse than a TSC that jumped (the error says which vCPU).
+    for (auto& v : vcpus_) v->resume();
+    return result;
+}
+
+Status Machine::pause(std::chrono::milliseconds timeout) {
+    if (!io_node()) return Error{"pause: only the I/O node pauses the guest"};
+    std::lock_guard g(pause_mu_);
+    if (paused_at_tsc_) return {};
+    if (auto st = pause_local(timeout); !st) return Error{"pause: " + st.error().message};
+    if (control_) {
+        // Every other node parks its vCPUs too. One that cannot (or does not answer) undoes
+        // the pause everywhere: the guest runs on and the error names the node.
+        std::string failed;
+        for (auto& a : control_->ask_all(ControlOp::Pause, Json::object(), timeout))
+            if (!a.reply) failed += (failed.empty() ? "" : "; ") + a.reply.error().message;
+        if (!failed.empty()) {
+            for (auto& a : control_->ask_all(ControlOp::Resume, {{"tsc_shift", 0}}, timeout))
+                if (!a.reply)
+                    KV_WARN("pause undone: node %u: %s", a.node, a.reply.error().message.c_str());
+            (void)resume_local(0);
+            return Error{"pause: " + failed};
+        }
+    }
+    // Every vCPU of the guest is out of it: now the clocks. The cycles from here to
+    // resume() come out of every node's guest TSC, so a vCPU that paused earlier than
+    // another still sees its TSC go on from where the guest as a whole stopped.
+    if (device_clock_) device_clock_->pause();
     paused_at_tsc_ = __builtin_ia32_rdtsc();
+    if (tsc_offset_) frozen_tsc_.store(*paused_at_tsc_ + *tsc_offset_ - tsc_shift_.load());
     return {};
 }
 
 Status Machine::resume() {
-    if (multi_) return Error{"resume: a guest over several nodes cannot be paused yet"};
+    if (!io_node()) return Error{"resume: only the I/O node resumes the guest"};
     std::lock_guard g(pause_mu_);
     if (!paused_at_tsc_) return {};
     const uint64_t cycles = __builtin_ia32_rdtsc() - *paused_at_tsc_;
-    for (auto& v : vcpus_) {
-        auto off = v->fd().get_tsc_offset();
-        if (!off)
-            return Error{"resume: vCPU " + std::to_string(v->index()) + ": " + off.error().message};
-        if (auto st = v->fd().set_tsc_offset(*off - cycles); !st)
-            return Error{"resume: vCPU " + std::to_string(v->index()) + ": " + st.error().message};
-    }
-    device_clock_->resume();
     paused_at_tsc_.reset();
-    for (auto& v : vcpus_) v->resume();
+    // The I/O node first: another node's vCPU may reach its devices (the HPET, which reads
+    // the guest TSC) as soon as it runs.
+    Status local = resume_local(cycles);
+    std::string failed = local ? "" : local.error().message;
+    if (control_)
+        for (auto& a : control_->ask_all(ControlOp::Resume, {{"tsc_shift", cycles}},
+                                         std::chrono::milliseconds(10'000)))
+            if (!a.reply) failed += (failed.empty() ? "" : "; ") + a.reply.error().message;
+    if (!failed.empty()) return Error{"resume: " + failed};
     return {};
 }
 
 bool Machine::paused() const {
     std::lock_guard g(pause_mu_);
     return paused_at_tsc_.has_value();
+}
+
+Result<Json> Machine::serve_control(ControlOp op, const Json& args) {
+    switch (op) {
+        case ControlOp::Pause:
+            if (auto st = pause_local(std::chrono::milliseconds(10'000)); !st) return st.error();
+            return Json::object();
+        case ControlOp::Resume: {
+            auto it = args.find("tsc_shift");
+            if (it == args.end() || !it->is_number_unsigned())
+                return Error{"resume: tsc_shift must be a non-negative integer"};
+            if (auto st = resume_local(it->get<uint64_t>()); !st) return st.error();
+            return Json::object();
+        }
+        case ControlOp::Query:
+            return node_report();
+    }
+    return Error{"unknown control operation"};
 }
 
 std::vector<Machine::VcpuInfo> Machine::vcpu_info() const {
@@ -64,9 +133,107 @@ std::vector<Machine::VcpuInfo> Machine::vcpu_info() const {
         for (const auto& e : v->counters().exits) i.exits += e.load(std::memory_order_relaxed);
         i.halts = v->counters().halts.load(std::memory_order_relaxed);
         i.paused_ns = v->paused_ns();
+        i.halted_ns = v->counters().halted_ns.load(std::memory_order_relaxed);
+        if (const uint64_t t0 = v->started_ns()) {
+            const uint64_t up = monotonic_ns() - t0;
+            i.running_ns = up > i.halted_ns + i.paused_ns ? up - i.halted_ns - i.paused_ns : 0;
+        }
         out.push_back(i);
     }
     return out;
+}
+
+namespace {
+
+Json latency_json(const LatencyHistogram& h) {
+    return {{"count", h.count()}, {"p50_ns", h.quantile_ns(0.5)}, {"p99_ns", h.quantile_ns(0.99)}};
+}
+
+}  // namespace
+
+Json Machine::node_report() const {
+    Json r;
+    r["node"] = self_;
+    if (multi_) {
+        const auto& n = cfg_.cluster.nodes[self_];
+        r["address"] = n.address + ":" + std::to_string(n.port);
+    } else {
+        r["address"] = "local";
+    }
+    const bool any_paused = std::any_of(vcpus_.begin(), vcpus_.end(), [](const auto& v) {
+        return v->run_state() == VcpuRunState::Paused;
+    });
+    r["state"] = any_paused ? "paused" : "running";
+    Json vcpus = Json::array();
+    for (const auto& v : vcpu_info())
+        vcpus.push_back({{"vcpu", v.index},
+                         {"node", v.node},
+                         {"state", to_string(v.state)},
+                         {"exits", v.exits},
+                         {"halts", v.halts},
+                         {"running_ns", v.running_ns},
+                         {"halted_ns", v.halted_ns},
+                         {"paused_ns", v.paused_ns}});
+    r["vcpus"] = std::move(vcpus);
+
+    const config::RamRange ram =
+        multi_ ? cfg_.cluster.node_memory_range(self_) : config::RamRange{0, cfg_.memory};
+    Json mem{{"home_offset", ram.offset}, {"home_bytes", ram.size}};
+    if (engine_) {
+        const auto c = engine_->state_counts();
+        mem["pages"] = {{"invalid", c.invalid}, {"shared", c.shared}, {"modified", c.modified}};
+        const DsmStats d = engine_->stats();
+        mem["faults"] = {{"read_missing", d.read_missing_faults},
+                         {"write_missing", d.write_missing_faults},
+                         {"write_protect", d.write_protect_faults}};
+        mem["transfers"] = {{"pages_sent", d.pages_sent},
+                            {"pages_received", d.pages_received},
+                            {"invalidations_sent", d.invalidations_sent},
+                            {"invalidations_received", d.invalidations_received},
+                            {"held_messages", d.held_messages}};
+        mem["fault_latency"] = latency_json(d.fault_latency);
+        Json hot = Json::array();
+        for (const auto& p : engine_->hottest_pages(8))
+            hot.push_back({{"gpa", p.pfn * 4096}, {"faults", p.faults}});
+        mem["most_faulted"] = std::move(hot);
+    }
+    r["memory"] = std::move(mem);
+    if (link_) {
+        const auto& l = link_->counters();
+        r["link"] = {
+            {"ipis_sent", l.ipis_sent.load()},       {"ipis_received", l.ipis_received.load()},
+            {"io_forwarded", l.io_forwarded.load()}, {"io_served", l.io_served.load()},
+            {"io_wait_ns", l.io_wait_ns.load()},     {"eois_forwarded", l.eois_forwarded.load()}};
+    }
+    return r;
+}
+
+std::vector<Json> Machine::cluster_reports(std::chrono::milliseconds timeout) const {
+    std::vector<Json> out{node_report()};
+    if (!control_) return out;
+    for (auto& a : control_->ask_all(ControlOp::Query, Json::object(), timeout)) {
+        if (a.reply && a.reply->is_object()) {
+            out.push_back(std::move(*a.reply));
+            continue;
+        }
+        const auto& n = cfg_.cluster.nodes[a.node];
+        const bool lost = !a.reply && a.reply.error().code == ErrorCode::PeerLost;
+        out.push_back({{"node", a.node},
+                       {"address", n.address + ":" + std::to_string(n.port)},
+                       {"state", lost ? "lost" : "unreachable"},
+                       {"error", a.reply ? "not an object" : a.reply.error().message}});
+    }
+    return out;
+}
+
+void Machine::set_event_sink(EventSink sink) {
+    std::lock_guard g(event_mu_);
+    event_sink_ = std::move(sink);
+}
+
+void Machine::emit_event(const std::string& name, const Json& data) {
+    std::lock_guard g(event_mu_);
+    if (event_sink_) event_sink_(name, data);
 }
 
 void Machine::press_power_button() {

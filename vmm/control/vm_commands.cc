@@ -24,16 +24,68 @@ const char* reason_name(StopReason r) {
 
 // How long stop waits for every vCPU to reach an exit boundary.
 constexpr std::chrono::milliseconds kPauseTimeout{10'000};
+// How long a query waits for the other nodes' reports.
+constexpr std::chrono::milliseconds kQueryTimeout{5'000};
+
+uint64_t num(const Json& j, std::initializer_list<const char*> path) {
+    const Json* p = &j;
+    for (const char* k : path) {
+        auto it = p->find(k);
+        if (it == p->end()) return 0;
+        p = &*it;
+    }
+    return p->is_number_unsigned() ? p->get<uint64_t>() : 0;
+}
+
+// r[key] if it is there, else an empty array or object: no temporary to iterate over.
+const Json& member(const Json& r, const char* key, bool object = false) {
+    static const Json empty_array = Json::array(), empty_object = Json::object();
+    auto it = r.find(key);
+    if (it != r.end()) return *it;
+    return object ? empty_object : empty_array;
+}
+
+// One node's row of query-nodes: who it is, its vCPUs, its slice of RAM, a few counters.
+Json node_row(const Json& r) {
+    Json row{{"node", r.value("node", 0u)},
+             {"address", r.value("address", "")},
+             {"state", r.value("state", "")}};
+    if (r.contains("error")) {
+        row["error"] = r["error"];
+        return row;
+    }
+    Json ids = Json::array();
+    uint64_t exits = 0;
+    for (const auto& v : member(r, "vcpus")) {
+        ids.push_back(v.value("vcpu", 0u));
+        exits += num(v, {"exits"});
+    }
+    row["vcpus"] = std::move(ids);
+    row["memory_offset"] = num(r, {"memory", "home_offset"});
+    row["memory_bytes"] = num(r, {"memory", "home_bytes"});
+    row["exits"] = exits;
+    row["faults"] = num(r, {"memory", "faults", "read_missing"}) +
+                    num(r, {"memory", "faults", "write_missing"}) +
+                    num(r, {"memory", "faults", "write_protect"});
+    row["pages_received"] = num(r, {"memory", "transfers", "pages_received"});
+    row["ipis_sent"] = num(r, {"link", "ipis_sent"});
+    row["io_forwarded"] = num(r, {"link", "io_forwarded"});
+    return row;
+}
 
 }  // namespace
 
 void VmControl::attach(Machine* m) {
     std::lock_guard g(mu_);
     machine_ = m;
+    if (m)
+        m->set_event_sink(
+            [this](const std::string& name, const Json& data) { emit(name.c_str(), data); });
 }
 
 void VmControl::detach() {
     std::lock_guard g(mu_);  // waits for a command that is using the machine
+    if (machine_) machine_->set_event_sink(nullptr);
     machine_ = nullptr;
 }
 
@@ -67,18 +119,48 @@ void VmControl::add_commands(CommandTable& t) {
                         {"status", paused ? "paused" : "running"}};
         });
     });
-    t.add("query-vcpus", "every vCPU of this node: state, exits, halts, time paused", {},
+    t.add("query-vcpus", "every vCPU of the guest: node, state, exits, halts, time paused", {},
           [this](const Json&) {
               return with_machine([](Machine& m) -> Reply {
                   Json list = Json::array();
-                  for (const auto& v : m.vcpu_info())
-                      list.push_back({{"vcpu", v.index},
-                                      {"node", v.node},
-                                      {"state", to_string(v.state)},
-                                      {"exits", v.exits},
-                                      {"halts", v.halts},
-                                      {"paused_ns", v.paused_ns}});
+                  for (const auto& r : m.cluster_reports(kQueryTimeout))
+                      for (const auto& v : member(r, "vcpus")) list.push_back(v);
                   return list;
+              });
+          });
+    t.add("query-nodes", "every node: address, state, vCPUs, memory range, counters", {},
+          [this](const Json&) {
+              return with_machine([](Machine& m) -> Reply {
+                  Json list = Json::array();
+                  for (const auto& r : m.cluster_reports(kQueryTimeout))
+                      list.push_back(node_row(r));
+                  return list;
+              });
+          });
+    t.add("query-memory",
+          "guest memory by node: pages by local state, faults, transfers, most-faulted pages", {},
+          [this](const Json&) {
+              return with_machine([](Machine& m) -> Reply {
+                  Json list = Json::array();
+                  for (const auto& r : m.cluster_reports(kQueryTimeout)) {
+                      Json e{{"node", r.value("node", 0u)}};
+                      if (r.contains("error")) {
+                          e["state"] = r.value("state", "");
+                          e["error"] = r["error"];
+                      } else {
+                          for (const auto& [k, v] : member(r, "memory", true).items()) e[k] = v;
+                      }
+                      list.push_back(std::move(e));
+                  }
+                  return list;
+              });
+          });
+    t.add("query-stats", "every node's full report: vCPUs, memory, link counters", {},
+          [this](const Json&) {
+              return with_machine([](Machine& m) -> Reply {
+                  Json list = Json::array();
+                  for (auto& r : m.cluster_reports(kQueryTimeout)) list.push_back(std::move(r));
+                  return Json{{"nodes", std::move(list)}};
               });
           });
     t.add("stop", "pause every vCPU at an exit boundary; the guest's clocks stop too", {},
