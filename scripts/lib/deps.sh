@@ -8,4 +8,5 @@ KV_APT_PACKAGES=(
   iproute2 spin
   acpica-tools
   libssl-dev
+  libedit-dev
 )

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "vmm/control/client.h"
 #include "vmm/control/render.h"
@@ -37,6 +38,36 @@ CommandTable fake_table() {
     t.add("query-vcpus", "", {}, [](const Json&) -> Reply {
         return Json::array({{{"vcpu", 0}, {"node", 0}, {"state", "running"}, {"exits", 10}},
                             {{"vcpu", 1}, {"node", 1}, {"state", "paused"}, {"exits", 12345}}});
+    });
+    // Every call reports 1000 more exits and 10 more faults on node 1, and vCPU 1 ran the
+    // whole time since the last call.
+    t.add("query-stats", "", {}, [](const Json&) -> Reply {
+        static uint64_t calls = 0;
+        static auto start = std::chrono::steady_clock::now();
+        ++calls;
+        const uint64_t up = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now() - start)
+                                         .count());
+        Json n0{{"node", 0},
+                {"address", "10.0.0.1:7000"},
+                {"state", "running"},
+                {"vcpus", Json::array({{{"vcpu", 0},
+                                        {"node", 0},
+                                        {"state", "running"},
+                                        {"exits", 5},
+                                        {"halts", 0},
+                                        {"running_ns", 0}}})}};
+        Json n1{{"node", 1},
+                {"address", "10.0.0.2:7000"},
+                {"state", "running"},
+                {"vcpus", Json::array({{{"vcpu", 1},
+                                        {"node", 1},
+                                        {"state", "running"},
+                                        {"exits", 1000 * calls},
+                                        {"halts", 0},
+                                        {"running_ns", up}}})},
+                {"memory", {{"faults", {{"read_missing", 10 * calls}}}}}};
+        return Json{{"nodes", Json::array({n0, n1})}};
     });
     t.add("fail", "", {}, [](const Json&) -> Reply {
         return CommandError{"DeviceNotFound", "nothing there"};
@@ -261,6 +292,72 @@ TEST(Kvctl, TalksToTheServer) {
     Output bad = run(kvctl + sock + " status notkeyvalue");
     EXPECT_EQ(bad.status, 2);
     EXPECT_NE(bad.out.find("is not KEY=VALUE"), std::string::npos) << bad.out;
+}
+
+TEST(Kvctl, WithoutACommandItIsAConsoleThatReadsStandardInput) {
+    const std::string kvctl = kvctl_path();
+    ASSERT_TRUE(fs::exists(kvctl)) << "kvctl is not built: " << kvctl << " is missing";
+    TempDir d;
+    auto table = fake_table();
+    auto s = ControlServer::create(d.path / "s", table);
+    ASSERT_TRUE(s) << s.error().message;
+    // Comments and blank lines are skipped; an error reply and bad usage do not end it;
+    // "exit" does, so the last line is never sent.
+    Output o =
+        run("printf 'status\n\n# a comment\nfail\nstatus x\nhelp\nvcpus\nexit\n"
+            "status\n' | " +
+            kvctl + " --socket " + (*s)->path());
+    EXPECT_EQ(o.status, 2) << o.out;  // the last failure was bad usage
+    EXPECT_EQ(o.out.find("running: true"), 0u) << o.out;
+    EXPECT_NE(o.out.find("kvctl: DeviceNotFound: nothing there\n"), std::string::npos) << o.out;
+    EXPECT_NE(o.out.find("argument 'x' is not KEY=VALUE"), std::string::npos) << o.out;
+    EXPECT_NE(o.out.find("  query-vcpus (vcpus)\n"), std::string::npos) << o.out;
+    EXPECT_NE(o.out.find("vcpu  node  state    exits"), std::string::npos) << o.out;
+    EXPECT_EQ(o.out.find("running: true"), o.out.rfind("running: true")) << o.out;
+
+    Output ok = run("printf 'status\n' | " + kvctl + " --socket " + (*s)->path());
+    EXPECT_EQ(ok.status, 0) << ok.out;
+    Output j = run("printf 'status\n' | " + kvctl + " --json --socket " + (*s)->path());
+    Json parsed = Json::parse(j.out, nullptr, false);
+    ASSERT_FALSE(parsed.is_discarded()) << j.out;
+    EXPECT_EQ(parsed["status"], "running");
+}
+
+TEST(Kvctl, TopShowsRatesPerNodeAndVcpu) {
+    const std::string kvctl = kvctl_path();
+    ASSERT_TRUE(fs::exists(kvctl)) << "kvctl is not built: " << kvctl << " is missing";
+    TempDir d;
+    auto table = fake_table();
+    auto s = ControlServer::create(d.path / "s", table);
+    ASSERT_TRUE(s) << s.error().message;
+    Output o = run(kvctl + " --socket " + (*s)->path() + " --json top --interval 0.2 --count 2");
+    EXPECT_EQ(o.status, 0) << o.out;
+    std::istringstream lines(o.out);
+    int n = 0;
+    for (std::string line; std::getline(lines, line); ++n) {
+        Json v = Json::parse(line, nullptr, false);
+        ASSERT_FALSE(v.is_discarded()) << line;
+        ASSERT_EQ(v["nodes"].size(), 2u) << line;
+        // 1000 exits and 10 faults per 0.2 s interval on node 1 (the interval is at least
+        // 0.2 s, so the rates are at most 5000 and 50); node 0 stands still.
+        const int exits = std::stoi(v["nodes"][1]["exits/s"].get<std::string>());
+        EXPECT_GT(exits, 0) << line;
+        EXPECT_LE(exits, 5000) << line;
+        EXPECT_LE(std::stoi(v["nodes"][1]["faults/s"].get<std::string>()), 50) << line;
+        EXPECT_EQ(v["nodes"][0]["exits/s"], "0") << line;
+        EXPECT_EQ(v["vcpus"][0]["load"], "0%") << line;
+        // vCPU 1 ran the whole interval (as measured by the server, so a little under).
+        EXPECT_GE(std::stoi(v["vcpus"][1]["load"].get<std::string>()), 90) << line;
+        EXPECT_EQ(v["nodes"][1]["address"], "10.0.0.2:7000");
+    }
+    EXPECT_EQ(n, 2) << o.out;
+    Output text = run(kvctl + " --socket " + (*s)->path() + " top --interval 0.1 --count 1");
+    EXPECT_EQ(text.status, 0) << text.out;
+    EXPECT_NE(text.out.find("kvctl top: 2 node(s)"), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("node  address        state    vcpus  load"), std::string::npos)
+        << text.out;
+    Output bad = run(kvctl + " --socket " + (*s)->path() + " top --interval 0");
+    EXPECT_EQ(bad.status, 2) << bad.out;
 }
 
 TEST(Kvctl, NamesAMissingSocketAndBadUsage) {

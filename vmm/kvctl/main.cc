@@ -1,11 +1,19 @@
 // kvctl: the client of Kerrvisor's control API (docs/control.md).
+#include <editline/readline.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <map>
+#include <optional>
+#include <sstream>
 #include <string>
+#include <thread>
+#include <variant>
 #include <vector>
 
 #include "vmm/control/client.h"
@@ -21,7 +29,9 @@ constexpr const char* kHelp = R"(NAME
 
 SYNOPSIS
     kvctl [--socket PATH] [--json] COMMAND [KEY=VALUE ...]
+    kvctl [--socket PATH] [--json]
     kvctl [--socket PATH] events [--count N]
+    kvctl [--socket PATH] top [--interval SECONDS] [--count N]
 
 DESCRIPTION
     kvctl sends one command to the control socket of a guest's I/O node (vmm-launch
@@ -30,9 +40,22 @@ DESCRIPTION
     number, true, false, a quoted string, an object) is sent as that, any other as a
     string. The protocol is QMP's (docs/control.md), so QMP tools work too.
 
+    Without a COMMAND, kvctl is an interactive console: one command a line, in the same
+    form (COMMAND [KEY=VALUE ...]), with line editing, history (~/.kvctl_history) and
+    completion of command names (Tab). Events that arrive meanwhile are printed before
+    the next prompt. "help" lists the commands, "exit" or Ctrl-D leaves the console
+    ("quit" ends vmm-launch, as in QEMU's monitor). With standard input not a terminal,
+    the console reads commands from it without prompts, which makes it a script runner;
+    its exit status is that of the last command that failed, or 0.
+
 COMMANDS
     status (query-status)    running or paused
-    vcpus (query-vcpus)      every vCPU: node, state, exits, halts, time paused
+    vcpus (query-vcpus)      every vCPU of every node: state, exits, halts, time
+                             running, halted and paused
+    nodes (query-nodes)      every node: address, state, vCPUs, memory range, counters
+    memory (query-memory)    by node: pages by local state, faults, transfers, fault
+                             latency, the most-faulted pages
+    stats (query-stats)      every node's full report
     stop, cont               pause every vCPU at an exit boundary / resume them; the
                              guest's clocks do not jump over the pause
     powerdown (system_powerdown)
@@ -41,14 +64,18 @@ COMMANDS
     quit                     end vmm-launch (exit status 0)
     commands (query-commands)
                              what the server offers
-    events                   print events (STOP, RESUME, RESET, POWERDOWN, SHUTDOWN)
-                             as they arrive, one JSON line each
+    events                   print events (STOP, RESUME, RESET, POWERDOWN, SHUTDOWN,
+                             NODE_LOST) as they arrive, one JSON line each
+    top                      a cluster-wide view refreshed every --interval seconds:
+                             per node and per vCPU, load (the share of time neither
+                             halted nor paused), exits/s, faults/s, pages moved/s
     Any other name is sent as is.
 
 OPTIONS
     --socket PATH    the control socket (default: $KERRVISOR_CONTROL)
     --json           print the reply's JSON
-    --count N        events: stop after N events
+    --count N        events: stop after N events; top: after N refreshes
+    --interval S     top: seconds between refreshes (default 2; fractions allowed)
     -h, --help       this text
 
 ENVIRONMENT
@@ -63,6 +90,8 @@ EXAMPLES
     kvctl --socket /run/kv.sock status
     kvctl --socket /run/kv.sock stop && kvctl --socket /run/kv.sock cont
     KERRVISOR_CONTROL=/run/kv.sock kvctl --json vcpus
+    kvctl --socket /run/kv.sock top --interval 1
+    printf 'stop\nvcpus\ncont\n' | kvctl --socket /run/kv.sock
 )";
 
 const std::map<std::string, std::string> kAliases = {
@@ -76,6 +105,275 @@ int usage(const std::string& why) {
     return 2;
 }
 
+// COMMAND [KEY=VALUE ...] -> the protocol's command name and arguments.
+struct Request {
+    std::string cmd;
+    Json args = Json::object();
+};
+std::variant<Request, std::string> parse_request(const std::vector<std::string>& words) {
+    Request r;
+    r.cmd = words[0];
+    if (auto it = kAliases.find(r.cmd); it != kAliases.end()) r.cmd = it->second;
+    for (size_t i = 1; i < words.size(); ++i) {
+        size_t eq = words[i].find('=');
+        if (eq == std::string::npos || eq == 0)
+            return "argument '" + words[i] + "' is not KEY=VALUE";
+        std::string key = words[i].substr(0, eq), value = words[i].substr(eq + 1);
+        Json v = Json::parse(value, nullptr, false);
+        r.args[key] = v.is_discarded() ? Json(value) : v;
+    }
+    return r;
+}
+
+// Runs one request and prints its reply; 0, or 1 for an error reply or a lost server.
+int run_request(Client& client, const Request& r, bool json) {
+    auto reply = client.execute(r.cmd, r.args);
+    if (!reply) {
+        std::fprintf(stderr, "kvctl: %s\n", reply.error().message.c_str());
+        return 1;
+    }
+    if (json)
+        std::printf("%s\n", reply->dump(2).c_str());
+    else
+        std::fputs(kv::control::render(*reply).c_str(), stdout);
+    std::fflush(stdout);
+    return 0;
+}
+
+// --- the interactive console --------------------------------------------------------------
+
+std::vector<std::string> g_completions;  // command names and aliases, for Tab
+
+char* complete_one(const char* text, int state) {
+    static size_t next;
+    if (state == 0) next = 0;
+    const size_t len = std::strlen(text);
+    while (next < g_completions.size()) {
+        const std::string& c = g_completions[next++];
+        if (c.compare(0, len, text) == 0) return ::strdup(c.c_str());
+    }
+    return nullptr;
+}
+
+char** complete(const char* text, int start, int) {
+    if (start != 0) return nullptr;  // only the command word is completed
+    return rl_completion_matches(text, complete_one);
+}
+
+std::vector<std::string> split(const std::string& line) {
+    std::istringstream in(line);
+    std::vector<std::string> out;
+    for (std::string w; in >> w;) out.push_back(w);
+    return out;
+}
+
+void print_events(Client& client) {
+    for (;;) {
+        auto e = client.next_event(std::chrono::milliseconds(0));
+        if (!e || !*e) return;
+        const Json& ev = **e;
+        std::printf("event %s %s\n", ev.value("event", "?").c_str(),
+                    ev.contains("data") ? ev["data"].dump().c_str() : "");
+    }
+}
+
+int console(Client& client, bool json) {
+    const bool tty = ::isatty(0) && ::isatty(1);
+    std::string history;
+    if (const char* home = std::getenv("HOME")) history = std::string(home) + "/.kvctl_history";
+    auto commands = client.execute("query-commands");
+    if (commands && commands->is_array())
+        for (const auto& c : *commands) g_completions.push_back(c.value("name", ""));
+    for (const auto& [alias, name] : kAliases) g_completions.push_back(alias);
+    for (const char* w : {"help", "exit", "events", "top"}) g_completions.push_back(w);
+    std::sort(g_completions.begin(), g_completions.end());
+    if (tty) {
+        ::using_history();
+        if (!history.empty()) ::read_history(history.c_str());
+        rl_attempted_completion_function = complete;
+        std::printf("kvctl: connected; \"help\" lists the commands, Ctrl-D leaves\n");
+    }
+    int status = 0;
+    for (;;) {
+        print_events(client);
+        std::string line;
+        if (tty) {
+            char* l = ::readline("(kv) ");
+            if (!l) {
+                std::printf("\n");
+                break;
+            }
+            line = l;
+            std::free(l);
+            if (!line.empty()) {
+                ::add_history(line.c_str());
+                if (!history.empty()) ::write_history(history.c_str());
+            }
+        } else if (!std::getline(std::cin, line)) {
+            break;
+        }
+        auto words = split(line);
+        if (words.empty() || words[0][0] == '#') continue;
+        if (words[0] == "exit") break;
+        if (words[0] == "help") {
+            std::printf("commands (COMMAND [KEY=VALUE ...]):\n");
+            if (commands && commands->is_array())
+                for (const auto& c : *commands) {
+                    std::string name = c.value("name", "");
+                    std::string alias;
+                    for (const auto& [a, n] : kAliases)
+                        if (n == name) alias = " (" + a + ")";
+                    std::printf("  %s%s\n", name.c_str(), alias.c_str());
+                }
+            std::printf("  exit, or Ctrl-D: leave the console\n");
+            continue;
+        }
+        auto req = parse_request(words);
+        if (auto* why = std::get_if<std::string>(&req)) {
+            std::fprintf(stderr, "kvctl: %s\n", why->c_str());
+            status = 2;
+            continue;
+        }
+        if (int rc = run_request(client, std::get<Request>(req), json); rc != 0) {
+            status = rc;
+            // A server that went away ends the console; an error reply does not.
+            if (client.last_error_class().empty()) break;
+        }
+    }
+    print_events(client);
+    return status;
+}
+
+// --- top ------------------------------------------------------------------------------------
+
+struct Sample {
+    std::chrono::steady_clock::time_point at;
+    Json nodes;  // query-stats' "nodes"
+};
+
+uint64_t num(const Json& j, std::initializer_list<const char*> path) {
+    const Json* p = &j;
+    for (const char* k : path) {
+        auto it = p->find(k);
+        if (it == p->end()) return 0;
+        p = &*it;
+    }
+    return p->is_number_unsigned() ? p->get<uint64_t>() : 0;
+}
+
+uint64_t faults(const Json& node) {
+    return num(node, {"memory", "faults", "read_missing"}) +
+           num(node, {"memory", "faults", "write_missing"}) +
+           num(node, {"memory", "faults", "write_protect"});
+}
+
+uint64_t moved(const Json& node) {
+    return num(node, {"memory", "transfers", "pages_sent"}) +
+           num(node, {"memory", "transfers", "pages_received"});
+}
+
+const Json* find_by(const Json& list, const char* key, const Json& value) {
+    for (const auto& e : list)
+        if (e.contains(key) && e[key] == value) return &e;
+    return nullptr;
+}
+
+std::string rate(uint64_t now, uint64_t before, double secs) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.0f", now >= before ? double(now - before) / secs : 0.0);
+    return b;
+}
+
+std::string percent(double share) {
+    char b[16];
+    std::snprintf(b, sizeof b, "%.0f%%", std::clamp(share, 0.0, 1.0) * 100);
+    return b;
+}
+
+// The view of two samples as two tables (nodes, vCPUs) of rates over the interval.
+Json top_view(const Sample& a, const Sample& b) {
+    const double secs = std::chrono::duration<double>(b.at - a.at).count();
+    Json nodes = Json::array(), vcpus = Json::array();
+    for (const auto& n : b.nodes) {
+        const Json* old = find_by(a.nodes, "node", n["node"]);
+        const Json none = Json::object();
+        const Json& o = old ? *old : none;
+        uint64_t exits = 0, old_exits = 0;
+        double busy = 0;
+        static const Json no_vcpus = Json::array();
+        const Json& vs = n.contains("vcpus") ? n["vcpus"] : no_vcpus;
+        const Json& old_vs = o.contains("vcpus") ? o["vcpus"] : no_vcpus;
+        for (const auto& v : vs) {
+            const Json* ov = find_by(old_vs, "vcpu", v["vcpu"]);
+            const Json& w = ov ? *ov : none;
+            exits += num(v, {"exits"});
+            old_exits += num(w, {"exits"});
+            const double run_s = double(num(v, {"running_ns"}) -
+                                        std::min(num(v, {"running_ns"}), num(w, {"running_ns"}))) /
+                                 1e9;
+            busy += run_s / secs;
+            vcpus.push_back({{"vcpu", v.value("vcpu", 0u)},
+                             {"node", v.value("node", 0u)},
+                             {"state", v.value("state", "")},
+                             {"load", percent(run_s / secs)},
+                             {"exits/s", rate(num(v, {"exits"}), num(w, {"exits"}), secs)},
+                             {"halts/s", rate(num(v, {"halts"}), num(w, {"halts"}), secs)}});
+        }
+        nodes.push_back(
+            {{"node", n.value("node", 0u)},
+             {"address", n.value("address", "")},
+             {"state", n.value("state", "")},
+             {"vcpus", vs.size()},
+             {"load", vs.empty() ? "-" : percent(busy / double(vs.size()))},
+             {"exits/s", rate(exits, old_exits, secs)},
+             {"faults/s", rate(faults(n), faults(o), secs)},
+             {"pages/s", rate(moved(n), moved(o), secs)},
+             {"ipis/s", rate(num(n, {"link", "ipis_sent"}), num(o, {"link", "ipis_sent"}), secs)},
+             {"io/s",
+              rate(num(n, {"link", "io_forwarded"}), num(o, {"link", "io_forwarded"}), secs)}});
+    }
+    return {{"nodes", nodes}, {"vcpus", vcpus}};
+}
+
+kv::Result<Sample> sample(Client& client) {
+    auto r = client.execute("query-stats");
+    if (!r) return r.error();
+    if (!r->contains("nodes") || !(*r)["nodes"].is_array())
+        return kv::Error{"query-stats: the reply has no \"nodes\" list"};
+    return Sample{std::chrono::steady_clock::now(), (*r)["nodes"]};
+}
+
+int top(Client& client, double interval, long count, bool json) {
+    const bool tty = ::isatty(1);
+    auto prev = sample(client);
+    if (!prev) {
+        std::fprintf(stderr, "kvctl: %s\n", prev.error().message.c_str());
+        return 1;
+    }
+    for (long n = 0; count < 0 || n < count; ++n) {
+        std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+        auto cur = sample(client);
+        if (!cur) {
+            std::fprintf(stderr, "kvctl: %s\n", cur.error().message.c_str());
+            return 1;
+        }
+        Json view = top_view(*prev, *cur);
+        if (json) {
+            std::printf("%s\n", view.dump().c_str());
+        } else {
+            if (tty) std::fputs("\033[H\033[2J", stdout);
+            std::printf("kvctl top: %zu node(s), every %.1f s\n\n", view["nodes"].size(), interval);
+            std::fputs(kv::control::render(view["nodes"]).c_str(), stdout);
+            std::fputs("\n", stdout);
+            std::fputs(kv::control::render(view["vcpus"]).c_str(), stdout);
+            if (!tty) std::fputs("\n", stdout);
+        }
+        std::fflush(stdout);
+        prev = std::move(cur);
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -83,6 +381,7 @@ int main(int argc, char** argv) {
     if (const char* env = std::getenv("KERRVISOR_CONTROL")) socket = env;
     bool json = false;
     long count = -1;
+    double interval = 2.0;
     std::vector<std::string> words;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -91,15 +390,19 @@ int main(int argc, char** argv) {
             return 0;
         } else if (a == "--json") {
             json = true;
-        } else if (a == "--socket" || a == "--count") {
+        } else if (a == "--socket" || a == "--count" || a == "--interval") {
             if (i + 1 >= argc) return usage(a + " needs a value");
             std::string v = argv[++i];
+            char* end = nullptr;
             if (a == "--socket") {
                 socket = v;
-            } else {
-                char* end = nullptr;
+            } else if (a == "--count") {
                 count = std::strtol(v.c_str(), &end, 10);
                 if (v.empty() || *end || count < 1) return usage("--count wants 1 or more");
+            } else {
+                interval = std::strtod(v.c_str(), &end);
+                if (v.empty() || *end || !(interval >= 0.1 && interval <= 3600))
+                    return usage("--interval wants seconds from 0.1 to 3600");
             }
         } else if (a.rfind("--", 0) == 0) {
             return usage("unknown option " + a);
@@ -107,19 +410,15 @@ int main(int argc, char** argv) {
             words.push_back(a);
         }
     }
-    if (words.empty()) return usage("no command");
     if (socket.empty())
         return usage("no control socket: give --socket PATH or set KERRVISOR_CONTROL");
-    std::string cmd = words[0];
-    if (auto it = kAliases.find(cmd); it != kAliases.end()) cmd = it->second;
-    Json args = Json::object();
-    for (size_t i = 1; i < words.size(); ++i) {
-        size_t eq = words[i].find('=');
-        if (eq == std::string::npos || eq == 0)
-            return usage("argument '" + words[i] + "' is not KEY=VALUE");
-        std::string key = words[i].substr(0, eq), value = words[i].substr(eq + 1);
-        Json v = Json::parse(value, nullptr, false);
-        args[key] = v.is_discarded() ? Json(value) : v;
+    std::optional<Request> one;
+    if (!words.empty() && words[0] != "events" && words[0] != "top") {
+        auto req = parse_request(words);
+        if (auto* why = std::get_if<std::string>(&req)) return usage(*why);
+        one = std::get<Request>(req);
+    } else if (words.size() > 1) {
+        return usage(words[0] + " takes options, not arguments");
     }
 
     auto client = Client::connect(socket);
@@ -127,7 +426,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "kvctl: %s\n", client.error().message.c_str());
         return 1;
     }
-    if (cmd == "events") {
+    if (words.empty()) return console(*client, json);
+    if (words[0] == "top") return top(*client, interval, count, json);
+    if (words[0] == "events") {
         for (long n = 0; count < 0 || n < count; ++n) {
             auto e = client->next_event(std::chrono::hours(24));
             if (!e) {
@@ -139,14 +440,5 @@ int main(int argc, char** argv) {
         }
         return 0;
     }
-    auto r = client->execute(cmd, args);
-    if (!r) {
-        std::fprintf(stderr, "kvctl: %s\n", r.error().message.c_str());
-        return 1;
-    }
-    if (json)
-        std::printf("%s\n", r->dump(2).c_str());
-    else
-        std::fputs(kv::control::render(*r).c_str(), stdout);
-    return 0;
+    return run_request(*client, *one, json);
 }
