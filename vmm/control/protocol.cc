@@ -186,4 +186,20 @@ std::vector<LineFramer::Item> LineFramer::feed(std::string_view bytes) {
     return out;
 }
 
+uint64_t uint_at(const Json& j, std::initializer_list<const char*> path) {
+    const Json* p = &j;
+    for (const char* k : path) {
+        auto it = p->find(k);
+        if (it == p->end()) return 0;
+        p = &*it;
+    }
+    return p->is_number_unsigned() ? p->get<uint64_t>() : 0;
+}
+
+uint64_t report_faults(const Json& node_report) {
+    return uint_at(node_report, {"memory", "faults", "read_missing"}) +
+           uint_at(node_report, {"memory", "faults", "write_missing"}) +
+           uint_at(node_report, {"memory", "faults", "write_protect"});
+}
+
 }  // namespace kv::control

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -37,6 +38,12 @@ struct CommandError {
 inline CommandError generic_error(std::string desc) {
     return {"GenericError", std::move(desc)};
 }
+
+// The unsigned number at `path` in j (each element a member name), or 0 where a member is
+// missing or not an unsigned number: reports from other nodes are read leniently.
+uint64_t uint_at(const Json& j, std::initializer_list<const char*> path);
+// A node report's page faults of every kind (its "memory"."faults"; query-nodes, top).
+uint64_t report_faults(const Json& node_report);
 
 // What a handler returns: the value of "return", or an error.
 using Reply = std::variant<Json, CommandError>;

@@ -27,16 +27,6 @@ constexpr std::chrono::milliseconds kPauseTimeout{10'000};
 // How long a query waits for the other nodes' reports.
 constexpr std::chrono::milliseconds kQueryTimeout{5'000};
 
-uint64_t num(const Json& j, std::initializer_list<const char*> path) {
-    const Json* p = &j;
-    for (const char* k : path) {
-        auto it = p->find(k);
-        if (it == p->end()) return 0;
-        p = &*it;
-    }
-    return p->is_number_unsigned() ? p->get<uint64_t>() : 0;
-}
-
 // r[key] if it is there, else an empty array or object: no temporary to iterate over.
 const Json& member(const Json& r, const char* key, bool object = false) {
     static const Json empty_array = Json::array(), empty_object = Json::object();
@@ -58,18 +48,16 @@ Json node_row(const Json& r) {
     uint64_t exits = 0;
     for (const auto& v : member(r, "vcpus")) {
         ids.push_back(v.value("vcpu", 0u));
-        exits += num(v, {"exits"});
+        exits += uint_at(v, {"exits"});
     }
     row["vcpus"] = std::move(ids);
-    row["memory_offset"] = num(r, {"memory", "home_offset"});
-    row["memory_bytes"] = num(r, {"memory", "home_bytes"});
+    row["memory_offset"] = uint_at(r, {"memory", "home_offset"});
+    row["memory_bytes"] = uint_at(r, {"memory", "home_bytes"});
     row["exits"] = exits;
-    row["faults"] = num(r, {"memory", "faults", "read_missing"}) +
-                    num(r, {"memory", "faults", "write_missing"}) +
-                    num(r, {"memory", "faults", "write_protect"});
-    row["pages_received"] = num(r, {"memory", "transfers", "pages_received"});
-    row["ipis_sent"] = num(r, {"link", "ipis_sent"});
-    row["io_forwarded"] = num(r, {"link", "io_forwarded"});
+    row["faults"] = report_faults(r);
+    row["pages_received"] = uint_at(r, {"memory", "transfers", "pages_received"});
+    row["ipis_sent"] = uint_at(r, {"link", "ipis_sent"});
+    row["io_forwarded"] = uint_at(r, {"link", "io_forwarded"});
     return row;
 }
 

@@ -23,6 +23,8 @@ namespace {
 
 using kv::control::Client;
 using kv::control::Json;
+using kv::control::report_faults;
+using kv::control::uint_at;
 
 constexpr const char* kHelp = R"(NAME
     kvctl - control a running Kerrvisor guest
@@ -251,25 +253,9 @@ struct Sample {
     Json nodes;  // query-stats' "nodes"
 };
 
-uint64_t num(const Json& j, std::initializer_list<const char*> path) {
-    const Json* p = &j;
-    for (const char* k : path) {
-        auto it = p->find(k);
-        if (it == p->end()) return 0;
-        p = &*it;
-    }
-    return p->is_number_unsigned() ? p->get<uint64_t>() : 0;
-}
-
-uint64_t faults(const Json& node) {
-    return num(node, {"memory", "faults", "read_missing"}) +
-           num(node, {"memory", "faults", "write_missing"}) +
-           num(node, {"memory", "faults", "write_protect"});
-}
-
 uint64_t moved(const Json& node) {
-    return num(node, {"memory", "transfers", "pages_sent"}) +
-           num(node, {"memory", "transfers", "pages_received"});
+    return uint_at(node, {"memory", "transfers", "pages_sent"}) +
+           uint_at(node, {"memory", "transfers", "pages_received"});
 }
 
 const Json* find_by(const Json& list, const char* key, const Json& value) {
@@ -306,31 +292,33 @@ Json top_view(const Sample& a, const Sample& b) {
         for (const auto& v : vs) {
             const Json* ov = find_by(old_vs, "vcpu", v["vcpu"]);
             const Json& w = ov ? *ov : none;
-            exits += num(v, {"exits"});
-            old_exits += num(w, {"exits"});
-            const double run_s = double(num(v, {"running_ns"}) -
-                                        std::min(num(v, {"running_ns"}), num(w, {"running_ns"}))) /
-                                 1e9;
+            exits += uint_at(v, {"exits"});
+            old_exits += uint_at(w, {"exits"});
+            const double run_s =
+                double(uint_at(v, {"running_ns"}) -
+                       std::min(uint_at(v, {"running_ns"}), uint_at(w, {"running_ns"}))) /
+                1e9;
             busy += run_s / secs;
-            vcpus.push_back({{"vcpu", v.value("vcpu", 0u)},
-                             {"node", v.value("node", 0u)},
-                             {"state", v.value("state", "")},
-                             {"load", percent(run_s / secs)},
-                             {"exits/s", rate(num(v, {"exits"}), num(w, {"exits"}), secs)},
-                             {"halts/s", rate(num(v, {"halts"}), num(w, {"halts"}), secs)}});
+            vcpus.push_back(
+                {{"vcpu", v.value("vcpu", 0u)},
+                 {"node", v.value("node", 0u)},
+                 {"state", v.value("state", "")},
+                 {"load", percent(run_s / secs)},
+                 {"exits/s", rate(uint_at(v, {"exits"}), uint_at(w, {"exits"}), secs)},
+                 {"halts/s", rate(uint_at(v, {"halts"}), uint_at(w, {"halts"}), secs)}});
         }
-        nodes.push_back(
-            {{"node", n.value("node", 0u)},
-             {"address", n.value("address", "")},
-             {"state", n.value("state", "")},
-             {"vcpus", vs.size()},
-             {"load", vs.empty() ? "-" : percent(busy / double(vs.size()))},
-             {"exits/s", rate(exits, old_exits, secs)},
-             {"faults/s", rate(faults(n), faults(o), secs)},
-             {"pages/s", rate(moved(n), moved(o), secs)},
-             {"ipis/s", rate(num(n, {"link", "ipis_sent"}), num(o, {"link", "ipis_sent"}), secs)},
-             {"io/s",
-              rate(num(n, {"link", "io_forwarded"}), num(o, {"link", "io_forwarded"}), secs)}});
+        nodes.push_back({{"node", n.value("node", 0u)},
+                         {"address", n.value("address", "")},
+                         {"state", n.value("state", "")},
+                         {"vcpus", vs.size()},
+                         {"load", vs.empty() ? "-" : percent(busy / double(vs.size()))},
+                         {"exits/s", rate(exits, old_exits, secs)},
+                         {"faults/s", rate(report_faults(n), report_faults(o), secs)},
+                         {"pages/s", rate(moved(n), moved(o), secs)},
+                         {"ipis/s", rate(uint_at(n, {"link", "ipis_sent"}),
+                                         uint_at(o, {"link", "ipis_sent"}), secs)},
+                         {"io/s", rate(uint_at(n, {"link", "io_forwarded"}),
+                                       uint_at(o, {"link", "io_forwarded"}), secs)}});
     }
     return {{"nodes", nodes}, {"vcpus", vcpus}};
 }
