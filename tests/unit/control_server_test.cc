@@ -258,15 +258,24 @@ Output run(const std::string& cmd) {
     return o;
 }
 
-TEST(Kvctl, TalksToTheServer) {
+// kvctl against a server of fake_table() on a socket of its own.
+class Kvctl : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        ASSERT_TRUE(fs::exists(kvctl)) << "kvctl is not built: " << kvctl << " is missing";
+        auto s = ControlServer::create(dir.path / "s", table);
+        ASSERT_TRUE(s) << s.error().message;
+        server = std::move(*s);
+        sock = " --socket " + server->path();
+    }
     const std::string kvctl = kvctl_path();
-    ASSERT_TRUE(fs::exists(kvctl)) << "kvctl is not built: " << kvctl << " is missing";
-    TempDir d;
-    auto table = fake_table();
-    auto s = ControlServer::create(d.path / "s", table);
-    ASSERT_TRUE(s) << s.error().message;
-    const std::string sock = " --socket " + (*s)->path();
+    TempDir dir;
+    CommandTable table = fake_table();
+    std::unique_ptr<ControlServer> server;
+    std::string sock;  // " --socket PATH", to put after kvctl
+};
 
+TEST_F(Kvctl, TalksToTheServer) {
     Output st = run(kvctl + sock + " status");
     EXPECT_EQ(st.status, 0) << st.out;
     EXPECT_EQ(st.out, "running: true\nsinglestep: false\nstatus: running\n");
@@ -294,19 +303,13 @@ TEST(Kvctl, TalksToTheServer) {
     EXPECT_NE(bad.out.find("is not KEY=VALUE"), std::string::npos) << bad.out;
 }
 
-TEST(Kvctl, WithoutACommandItIsAConsoleThatReadsStandardInput) {
-    const std::string kvctl = kvctl_path();
-    ASSERT_TRUE(fs::exists(kvctl)) << "kvctl is not built: " << kvctl << " is missing";
-    TempDir d;
-    auto table = fake_table();
-    auto s = ControlServer::create(d.path / "s", table);
-    ASSERT_TRUE(s) << s.error().message;
+TEST_F(Kvctl, WithoutACommandItIsAConsoleThatReadsStandardInput) {
     // Comments and blank lines are skipped; an error reply and bad usage do not end it;
     // "exit" does, so the last line is never sent.
     Output o =
         run("printf 'status\n\n# a comment\nfail\nstatus x\nhelp\nvcpus\nexit\n"
             "status\n' | " +
-            kvctl + " --socket " + (*s)->path());
+            kvctl + sock);
     EXPECT_EQ(o.status, 2) << o.out;  // the last failure was bad usage
     EXPECT_EQ(o.out.find("running: true"), 0u) << o.out;
     EXPECT_NE(o.out.find("kvctl: DeviceNotFound: nothing there\n"), std::string::npos) << o.out;
@@ -315,22 +318,16 @@ TEST(Kvctl, WithoutACommandItIsAConsoleThatReadsStandardInput) {
     EXPECT_NE(o.out.find("vcpu  node  state    exits"), std::string::npos) << o.out;
     EXPECT_EQ(o.out.find("running: true"), o.out.rfind("running: true")) << o.out;
 
-    Output ok = run("printf 'status\n' | " + kvctl + " --socket " + (*s)->path());
+    Output ok = run("printf 'status\n' | " + kvctl + sock);
     EXPECT_EQ(ok.status, 0) << ok.out;
-    Output j = run("printf 'status\n' | " + kvctl + " --json --socket " + (*s)->path());
+    Output j = run("printf 'status\n' | " + kvctl + " --json" + sock);
     Json parsed = Json::parse(j.out, nullptr, false);
     ASSERT_FALSE(parsed.is_discarded()) << j.out;
     EXPECT_EQ(parsed["status"], "running");
 }
 
-TEST(Kvctl, TopShowsRatesPerNodeAndVcpu) {
-    const std::string kvctl = kvctl_path();
-    ASSERT_TRUE(fs::exists(kvctl)) << "kvctl is not built: " << kvctl << " is missing";
-    TempDir d;
-    auto table = fake_table();
-    auto s = ControlServer::create(d.path / "s", table);
-    ASSERT_TRUE(s) << s.error().message;
-    Output o = run(kvctl + " --socket " + (*s)->path() + " --json top --interval 0.2 --count 2");
+TEST_F(Kvctl, TopShowsRatesPerNodeAndVcpu) {
+    Output o = run(kvctl + sock + " --json top --interval 0.2 --count 2");
     EXPECT_EQ(o.status, 0) << o.out;
     std::istringstream lines(o.out);
     int n = 0;
@@ -351,18 +348,16 @@ TEST(Kvctl, TopShowsRatesPerNodeAndVcpu) {
         EXPECT_EQ(v["nodes"][1]["address"], "10.0.0.2:7000");
     }
     EXPECT_EQ(n, 2) << o.out;
-    Output text = run(kvctl + " --socket " + (*s)->path() + " top --interval 0.1 --count 1");
+    Output text = run(kvctl + sock + " top --interval 0.1 --count 1");
     EXPECT_EQ(text.status, 0) << text.out;
     EXPECT_NE(text.out.find("kvctl top: 2 node(s)"), std::string::npos) << text.out;
     EXPECT_NE(text.out.find("node  address        state    vcpus  load"), std::string::npos)
         << text.out;
-    Output bad = run(kvctl + " --socket " + (*s)->path() + " top --interval 0");
+    Output bad = run(kvctl + sock + " top --interval 0");
     EXPECT_EQ(bad.status, 2) << bad.out;
 }
 
-TEST(Kvctl, NamesAMissingSocketAndBadUsage) {
-    const std::string kvctl = kvctl_path();
-    ASSERT_TRUE(fs::exists(kvctl)) << "kvctl is not built: " << kvctl << " is missing";
+TEST_F(Kvctl, NamesAMissingSocketAndBadUsage) {
     Output m = run(kvctl + " --socket /nonexistent/kv.sock status");
     EXPECT_EQ(m.status, 1);
     EXPECT_NE(m.out.find("/nonexistent/kv.sock"), std::string::npos) << m.out;
