@@ -270,14 +270,16 @@ struct Node {
         for (uint64_t i = 0;; ++i) {
             __atomic_fetch_add(c, 1, __ATOMIC_SEQ_CST);
             if (misbehave && self == nodes - 1 && i == 100) {
-                // Out of protocol: a Grant nobody asked for, with a page of garbage.
+                // Out of protocol: a Grant nobody asked for, with a page of garbage. Said
+                // before it is sent: node 0's answer to it may end this process before a
+                // line printed after the send.
+                std::printf("node %u: sending garbage to node 0\n", self);
+                std::fflush(stdout);
                 std::vector<uint8_t> junk(kPageSize, 0xA5);
                 MsgHeader h;
                 h.type = static_cast<uint16_t>(MsgType::Grant);
                 h.arg = 1;
                 (void)transport->send(0, h, junk);
-                std::printf("node %u: sent garbage to node 0\n", self);
-                std::fflush(stdout);
             }
         }
     }

@@ -86,21 +86,21 @@ loopback | netns)
 kill | garbage)
     victim=$((n - 1))
     # Bounded wait until the fault can happen: for kill, every node is in the scenario
-    # (past the first barrier); for garbage, the victim has sent it (it spins only once
+    # (past the first barrier); for garbage, the victim is sending it (it spins only once
     # every node passed that barrier, and the others may be stopped before they print).
     for ((i = 0; i < 300; i++)); do
         if [ "$mode" = kill ]; then
             c=$(cat "$work"/node*.log | grep -c spinning)
             [ "$c" = "$n" ] && break
         else
-            grep -q 'sent garbage' "$work/node$victim.log" && break
+            grep -q 'sending garbage' "$work/node$victim.log" && break
         fi
         sleep 0.1   # polling a log file written by another process: no other signal
     done
     if [ "$mode" = kill ]; then
         [ "$c" = "$n" ] || fail "nodes did not start"
     else
-        grep -q 'sent garbage' "$work/node$victim.log" || fail "node $victim never sent its garbage"
+        grep -q 'sending garbage' "$work/node$victim.log" || fail "node $victim never sent its garbage"
     fi
     # SIGKILL the node process itself (the child of its `timeout` wrapper).
     [ "$mode" = kill ] && kill -9 $(pgrep -P "${pids[$victim]}")
