@@ -12,47 +12,42 @@ namespace {
 
 using Kind = PayloadRule::Kind;
 
-struct TypeInfo {
+// The wire's numbering, for names in messages. Which types a node takes, and their payload
+// length rules, each layer says itself (MessageHandler::messages()).
+struct TypeName {
     MsgType type;
     const char* name;
-    PayloadRule rule;
+};
+constexpr TypeName kNames[] = {
+    {MsgType::Hello, "Hello"},
+    {MsgType::HelloAck, "HelloAck"},
+    {MsgType::Shutdown, "Shutdown"},
+    {MsgType::Ping, "Ping"},
+    {MsgType::Pong, "Pong"},
+    {MsgType::Ready, "Ready"},
+    {MsgType::TscRate, "TscRate"},
+    {MsgType::HpetCounter, "HpetCounter"},
+    {MsgType::ReadReq, "ReadReq"},
+    {MsgType::WriteReq, "WriteReq"},
+    {MsgType::Fetch, "Fetch"},
+    {MsgType::FetchInv, "FetchInv"},
+    {MsgType::Inv, "Inv"},
+    {MsgType::InvAck, "InvAck"},
+    {MsgType::FetchReply, "FetchReply"},
+    {MsgType::Grant, "Grant"},
+    {MsgType::GrantAck, "GrantAck"},
+    {MsgType::Ipi, "Ipi"},
+    {MsgType::ApicIdUpdate, "ApicIdUpdate"},
+    {MsgType::IoReq, "IoReq"},
+    {MsgType::IoReply, "IoReply"},
+    {MsgType::CtlReq, "CtlReq"},
+    {MsgType::CtlReply, "CtlReply"},
 };
 
-// The one table of message types and their payload length rules. Coherence requests and
-// acknowledgements carry everything in the header (`arg` = page frame number); only the
-// page-carrying replies have a payload, and it is a whole page or nothing.
-constexpr TypeInfo kTypes[] = {
-    {MsgType::Hello, "Hello", {Kind::Fixed, sizeof(HelloPayload)}},
-    {MsgType::HelloAck, "HelloAck", {Kind::Fixed, sizeof(HelloPayload)}},
-    {MsgType::Shutdown, "Shutdown", {Kind::Fixed, sizeof(ShutdownPayload)}},
-    {MsgType::Ping, "Ping", {Kind::UpTo, kMaxPayload}},
-    {MsgType::Pong, "Pong", {Kind::UpTo, kMaxPayload}},
-    {MsgType::Ready, "Ready", {Kind::Empty, 0}},
-    {MsgType::TscRate, "TscRate", {Kind::Empty, 0}},
-    {MsgType::HpetCounter, "HpetCounter", {Kind::Fixed, 8}},
-    {MsgType::ReadReq, "ReadReq", {Kind::Empty, 0}},
-    {MsgType::WriteReq, "WriteReq", {Kind::Empty, 0}},
-    {MsgType::Fetch, "Fetch", {Kind::Empty, 0}},
-    {MsgType::FetchInv, "FetchInv", {Kind::Empty, 0}},
-    {MsgType::Inv, "Inv", {Kind::Empty, 0}},
-    {MsgType::InvAck, "InvAck", {Kind::Empty, 0}},
-    {MsgType::FetchReply, "FetchReply", {Kind::EmptyOrPage, kPagePayload}},
-    {MsgType::Grant, "Grant", {Kind::EmptyOrPage, kPagePayload}},
-    {MsgType::GrantAck, "GrantAck", {Kind::Empty, 0}},
-    {MsgType::Ipi, "Ipi", {Kind::Fixed, sizeof(IpiPayload)}},
-    {MsgType::ApicIdUpdate, "ApicIdUpdate", {Kind::Fixed, sizeof(ApicIdUpdatePayload)}},
-    {MsgType::IoReq, "IoReq", {Kind::Fixed, sizeof(IoPayload)}},
-    {MsgType::IoReply, "IoReply", {Kind::Fixed, sizeof(IoPayload)}},
-    {MsgType::CtlReq, "CtlReq", {Kind::UpTo, kMaxPayload}},
-    {MsgType::CtlReply, "CtlReply", {Kind::UpTo, kMaxPayload}},
+constexpr MessageSpec kHandshake[] = {
+    {MsgType::Hello, {Kind::Fixed, sizeof(HelloPayload)}},
+    {MsgType::HelloAck, {Kind::Fixed, sizeof(HelloPayload)}},
 };
-
-const TypeInfo* find_type(uint16_t type) {
-    for (const TypeInfo& t : kTypes) {
-        if (static_cast<uint16_t>(t.type) == type) return &t;
-    }
-    return nullptr;
-}
 
 std::string hex(uint64_t v, int width) {
     char buf[24];
@@ -62,26 +57,37 @@ std::string hex(uint64_t v, int width) {
 
 }  // namespace
 
-std::optional<PayloadRule> payload_rule(MsgType type) {
-    const TypeInfo* t = find_type(static_cast<uint16_t>(type));
-    if (!t) return std::nullopt;
-    return t->rule;
+std::span<const MessageSpec> handshake_messages() {
+    return kHandshake;
 }
 
 const char* msg_type_name(MsgType type) {
-    const TypeInfo* t = find_type(static_cast<uint16_t>(type));
-    return t ? t->name : nullptr;
+    for (const TypeName& t : kNames)
+        if (t.type == type) return t.name;
+    return nullptr;
 }
 
-Status validate_payload(uint16_t type, uint32_t length) {
-    const TypeInfo* t = find_type(type);
-    if (!t) return Error{"message type " + hex(type, 4) + " unknown"};
+const MessageSpec* find_spec(std::span<const MessageSpec> specs, uint16_t type) {
+    for (const MessageSpec& s : specs)
+        if (static_cast<uint16_t>(s.type) == type) return &s;
+    return nullptr;
+}
+
+Status validate_payload(std::span<const MessageSpec> specs, uint16_t type, uint32_t length) {
+    const char* name = msg_type_name(static_cast<MsgType>(type));
+    if (!name) return Error{"message type " + hex(type, 4) + " unknown"};
+    const MessageSpec* spec = find_spec(specs, type);
+    if (!spec && (type == uint16_t(MsgType::Hello) || type == uint16_t(MsgType::HelloAck)))
+        return Error{std::string("out-of-protocol ") + name + " after the handshake"};
+    if (!spec)
+        return Error{std::string(name) + " (" + hex(type, 4) +
+                     ") is not a message this node takes"};
     const auto bad = [&](const std::string& expected) {
-        return Error{std::string(t->name) + " payload of " + std::to_string(length) +
+        return Error{std::string(name) + " payload of " + std::to_string(length) +
                      " bytes (expected " + expected + ")"};
     };
-    const uint32_t n = t->rule.size;
-    switch (t->rule.kind) {
+    const uint32_t n = spec->rule.size;
+    switch (spec->rule.kind) {
         case Kind::Empty:
             if (length != 0) return bad("0");
             break;
@@ -106,14 +112,21 @@ Result<MsgHeader> decode_header(std::span<const uint8_t, kHeaderBytes> bytes) {
         return Error{"protocol version " + std::to_string(h.version) + " unsupported (expected " +
                      std::to_string(kMsgVersion) + ")"};
     }
-    const TypeInfo* t = find_type(h.type);
-    if (!t) return Error{"message type " + hex(h.type, 4) + " unknown"};
+    const char* name = msg_type_name(static_cast<MsgType>(h.type));
+    if (!name) return Error{"message type " + hex(h.type, 4) + " unknown"};
     // The global cap before the type's rule: it names an absurd length as such.
     if (h.length > kMaxPayload) {
-        return Error{std::string(t->name) + " payload of " + std::to_string(h.length) +
+        return Error{std::string(name) + " payload of " + std::to_string(h.length) +
                      " bytes exceeds the maximum of " + std::to_string(kMaxPayload)};
     }
-    KV_TRY(validate_payload(h.type, h.length));
+    return h;
+}
+
+Result<MsgHeader> decode_header(std::span<const uint8_t, kHeaderBytes> bytes,
+                                std::span<const MessageSpec> specs) {
+    auto h = decode_header(bytes);
+    if (!h) return h;
+    KV_TRY(validate_payload(specs, h->type, h->length));
     return h;
 }
 
@@ -129,19 +142,20 @@ void encode_header(const MsgHeader& h, std::span<uint8_t, kHeaderBytes> out) {
     std::memcpy(out.data(), &h, sizeof h);
 }
 
-Status prepare_outgoing(NodeId self, NodeId to, MsgHeader& h, size_t payload_size) {
+Status prepare_outgoing(NodeId self, NodeId to, MsgHeader& h, size_t payload_size,
+                        std::span<const MessageSpec> specs) {
     std::string where = "send to node " + std::to_string(to) + ": ";
     if (payload_size > kMaxPayload)
         return Error{where + "payload of " + std::to_string(payload_size) +
                      " bytes exceeds the maximum"};
-    Status valid = validate_payload(h.type, static_cast<uint32_t>(payload_size));
-    if (!valid.ok()) return Error{where + valid.error().message};
     if (h.type == static_cast<uint16_t>(MsgType::Hello) ||
         h.type == static_cast<uint16_t>(MsgType::HelloAck)) {
         // The peer drops a connection that sends these after the handshake.
         return Error{where + msg_type_name(static_cast<MsgType>(h.type)) +
                      " is reserved for the handshake"};
     }
+    Status valid = validate_payload(specs, h.type, static_cast<uint32_t>(payload_size));
+    if (!valid.ok()) return Error{where + valid.error().message};
     h.magic = kMsgMagic;
     h.version = kMsgVersion;
     h.length = static_cast<uint32_t>(payload_size);

@@ -74,7 +74,7 @@ LoopbackTransport::~LoopbackTransport() {
 }
 
 Status LoopbackTransport::send(NodeId to, MsgHeader h, std::span<const uint8_t> payload) {
-    KV_TRY(prepare_outgoing(id_, to, h, payload.size()));
+    KV_TRY(prepare_outgoing(id_, to, h, payload.size(), handler_->messages()));
     return hub_->deliver(id_, to, h, payload);
 }
 

@@ -1,10 +1,12 @@
-// Fixed-layout payload records of the message types that carry one (message.h lists the
-// types). Like the header, each record is little-endian and its in-memory layout is its
-// wire layout; the static_asserts pin size and offsets so that a change here is a
-// deliberate protocol change (bump kMsgVersion). Reserved fields are sent as zero and
+// Fixed-layout payload records of the interconnect's own message types (the handshake's
+// Hello, and Shutdown, which every kind of node sends); each layer keeps its own records
+// next to it (vmm/node/link_messages.h). Like the header, each record is little-endian and its
+// in-memory layout is its wire layout; the static_asserts pin size and offsets so that a change
+// here is a deliberate protocol change (bump kMsgVersion). Reserved fields are sent as zero and
 // ignored on receipt, so they can gain a meaning without a version bump.
 //
-// The codec (codec.h) checks only that a payload has the size its type requires; the
+// The transport checks only that a payload has the size the receiving layer's rule
+// (MessageHandler::messages()) requires; the
 // meaning of the fields (a known delivery mode, an I/O size of 1/2/4/8, ...) is checked by
 // the layer that consumes the record.
 #pragma once
@@ -41,53 +43,6 @@ static_assert(offsetof(HelloPayload, status) == 6);
 static_assert(offsetof(HelloPayload, config_digest) == 8);
 static_assert(offsetof(HelloPayload, nonce) == 40);
 static_assert(offsetof(HelloPayload, auth_proof) == 56);
-
-// Ipi: deliver an interrupt to a vCPU of the receiving node. Header `arg` is unused; the
-// destination is in the record because the sender has already expanded shorthands and
-// logical destinations (architecture.md, vCPUs and interrupts).
-struct IpiPayload {
-    uint32_t dest_vcpu = 0;
-    uint8_t vector = 0;
-    uint8_t delivery_mode =
-        0;                // LAPIC ICR encoding: 0 fixed, 1 lowest, 2 SMI, 4 NMI, 5 INIT, 6 SIPI
-    uint8_t level = 0;    // 1 assert, 0 de-assert
-    uint8_t trigger = 0;  // 0 edge, 1 level
-};
-static_assert(sizeof(IpiPayload) == 8);
-static_assert(offsetof(IpiPayload, vector) == 4);
-static_assert(offsetof(IpiPayload, delivery_mode) == 5);
-static_assert(offsetof(IpiPayload, level) == 6);
-static_assert(offsetof(IpiPayload, trigger) == 7);
-
-// ApicIdUpdate: a LAPIC's addressing state, announced to every node. `arg` is the vCPU id.
-struct ApicIdUpdatePayload {
-    uint32_t apic_id = 0;
-    uint32_t ldr = 0;    // logical destination register
-    uint32_t dfr = 0;    // destination format register
-    uint32_t flags = 0;  // bit 0: the LAPIC is software-enabled (SVR bit 8)
-};
-static_assert(sizeof(ApicIdUpdatePayload) == 16);
-static_assert(offsetof(ApicIdUpdatePayload, ldr) == 4);
-static_assert(offsetof(ApicIdUpdatePayload, dfr) == 8);
-
-// IoReq (vCPU node -> I/O node) and IoReply (back, same request_id, `data` filled for a
-// read). One record type for both so a reply can echo the request.
-// Eoi: a vCPU EOIed a level-triggered vector (`address` is the vector); the I/O node's
-// IOAPIC re-evaluates its pins. Sent as an IoReq; it has no reply.
-enum class IoKind : uint8_t { Pio = 0, Mmio = 1, Eoi = 2 };
-struct IoPayload {
-    uint8_t kind = 0;      // IoKind
-    uint8_t is_write = 0;  // 1 write, 0 read
-    uint8_t size = 0;      // access width in bytes: 1, 2, 4 or 8
-    uint8_t reserved0 = 0;
-    uint32_t reserved1 = 0;
-    uint64_t address = 0;  // port number (PIO) or guest-physical address (MMIO)
-    uint64_t data = 0;     // written value, or the value read (IoReply)
-};
-static_assert(sizeof(IoPayload) == 24);
-static_assert(offsetof(IoPayload, size) == 2);
-static_assert(offsetof(IoPayload, address) == 8);
-static_assert(offsetof(IoPayload, data) == 16);
 
 // Shutdown: the guest stopped on the sending node (power-off, reset, fatal error).
 constexpr size_t kShutdownReasonMax = 248;

@@ -88,4 +88,19 @@ Result<std::chrono::nanoseconds> measure_round_trip(
     return std::chrono::duration_cast<std::chrono::nanoseconds>(total / iterations);
 }
 
+namespace {
+constexpr MessageSpec kPingMessages[] = {
+    {MsgType::Ping, {PayloadRule::Kind::UpTo, kMaxPayload}},
+    {MsgType::Pong, {PayloadRule::Kind::UpTo, kMaxPayload}},
+};
+}  // namespace
+
+PingResponder::PingResponder(MessageHandler* next)
+    : next_(next), messages_(std::begin(kPingMessages), std::end(kPingMessages)) {
+    if (next_) {
+        auto more = next_->messages();
+        messages_.insert(messages_.end(), more.begin(), more.end());
+    }
+}
+
 }  // namespace kv

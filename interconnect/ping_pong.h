@@ -25,10 +25,13 @@ namespace kv {
 
 class PingResponder : public MessageHandler {
   public:
-    explicit PingResponder(MessageHandler* next = nullptr) : next_(next) {}
+    explicit PingResponder(MessageHandler* next = nullptr);
 
     void on_start(Transport& transport) override;
     void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) override;
+    std::span<const MessageSpec> messages() const override {
+        return messages_;
+    }  // Ping, Pong, next's
     void on_peer_lost(NodeId peer, const Error& why) override;
 
     // Waits for the Pong `request_id` from `peer` of `bytes` bytes (any thread but the
@@ -38,6 +41,7 @@ class PingResponder : public MessageHandler {
 
   private:
     MessageHandler* const next_;
+    std::vector<MessageSpec> messages_;
     Transport* transport_ = nullptr;  // set by on_start on the receive thread, before messages
     std::mutex mu_;
     std::condition_variable cv_;

@@ -2,12 +2,12 @@
 // layer that registered its type, so that no layer sees another's messages (before it, the
 // coherence engine took every message and passed on what it did not want).
 //
-// Each layer registers, before the transport exists, the message-type group it owns (the
-// high byte of MsgType: 0x01 node link, 0x02 coherence, 0x03 vCPUs, 0x04 I/O, 0x05
-// cluster control) or single types of a group it shares, with its handler. A type that
-// has a single-type route goes there, else to its group's handler. The payload length of
-// every type is still checked, before any handler runs, by the codec's table
-// (interconnect/codec.h), so a handler sees only well-formed lengths.
+// Each layer registers itself, before the transport exists, with its handler: the router
+// routes every message type the handler's messages() declares (with its payload length
+// rule) to it. Two layers declaring one type is an error. The router's own messages() is
+// the union, so the transport checks every received header against the rule of the layer
+// that will receive it, before any handler runs: a handler sees only well-formed lengths
+// of its own types, and a message no layer of this node takes drops the connection.
 //
 // Threads: add() before the transport starts (not thread-safe against dispatch); the
 // MessageHandler calls come on the transport's receive thread. on_start() and
@@ -15,7 +15,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -25,15 +24,11 @@ namespace kv {
 
 class MessageRouter final : public MessageHandler {
   public:
-    // A received message of a type no layer of this node registered (a peer that speaks a
-    // layer this node does not run); `from` sent it. Default: logged and dropped.
-    using OnUnrouted = std::function<void(NodeId from, const MsgHeader& h)>;
-    explicit MessageRouter(OnUnrouted on_unrouted = {});
+    MessageRouter() = default;
 
-    // Every type 0xGGxx goes to `handler`; `layer` names it in errors. An error if the
-    // group or type already has a handler.
-    Status add_group(uint8_t group, MessageHandler& handler, std::string layer);
-    Status add_type(MsgType type, MessageHandler& handler, std::string layer);
+    // Routes every type of handler.messages() to `handler`; `layer` names it in errors.
+    // An error, and nothing added, if another layer has one of the types.
+    Status add(MessageHandler& handler, std::string layer);
 
     // The layer that would receive `type` ("" if none).
     std::string layer_of(MsgType type) const;
@@ -41,19 +36,18 @@ class MessageRouter final : public MessageHandler {
     void on_start(Transport& transport) override;
     void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) override;
     void on_peer_lost(NodeId peer, const Error& why) override;
+    std::span<const MessageSpec> messages() const override { return specs_; }
 
   private:
     struct Route {
-        uint16_t first = 0, last = 0;  // inclusive range of types
+        uint16_t type = 0;
         MessageHandler* handler = nullptr;
         std::string layer;
     };
     const Route* find(uint16_t type) const;
-    Status add(Route r);
 
-    OnUnrouted on_unrouted_;
-    std::vector<Route> types_;               // single types, looked up first
-    std::vector<Route> groups_;              // whole groups
+    std::vector<Route> routes_;
+    std::vector<MessageSpec> specs_;         // every route's spec, for the transport
     std::vector<MessageHandler*> handlers_;  // each once, in registration order
 };
 

@@ -6,7 +6,8 @@
 
 namespace kv {
 
-StreamParser::StreamParser() : buf_(new uint8_t[kCapacity]) {}
+StreamParser::StreamParser(std::span<const MessageSpec> specs)
+    : specs_(specs), buf_(new uint8_t[kCapacity]) {}
 
 std::span<uint8_t> StreamParser::writable() {
     // Start over at the front when everything was consumed (the common case: no copy), and
@@ -30,7 +31,7 @@ Result<std::optional<Frame>> StreamParser::next() {
     if (!pending_) {
         if (buffered() < kHeaderBytes) return std::optional<Frame>();
         auto h = decode_header(
-            std::span<const uint8_t, kHeaderBytes>(buf_.get() + begin_, kHeaderBytes));
+            std::span<const uint8_t, kHeaderBytes>(buf_.get() + begin_, kHeaderBytes), specs_);
         if (!h.ok()) {
             failed_ = h.error();
             return *failed_;

@@ -43,7 +43,9 @@ class StreamParser {
   public:
     static constexpr size_t kCapacity = kHeaderBytes + kMaxPayload;
 
-    StreamParser();
+    // Headers are checked against `specs` (the receiving handler's messages(); they must
+    // outlive the parser).
+    explicit StreamParser(std::span<const MessageSpec> specs);
     StreamParser(const StreamParser&) = delete;
     StreamParser& operator=(const StreamParser&) = delete;
     StreamParser(StreamParser&&) noexcept = default;
@@ -63,6 +65,7 @@ class StreamParser {
     size_t buffered() const { return end_ - begin_; }
 
   private:
+    std::span<const MessageSpec> specs_;
     std::unique_ptr<uint8_t[]> buf_;
     size_t begin_ = 0;                  // first byte not yet consumed
     size_t end_ = 0;                    // one past the last byte received

@@ -50,6 +50,7 @@ Result<HelloPayload> decode_hello(MsgType expected, std::span<const uint8_t, kHe
         const char* got = msg_type_name(static_cast<MsgType>(h->type));
         return Error{std::string("expected ") + msg_type_name(expected) + ", got " + got};
     }
+    KV_TRY(validate_payload(handshake_messages(), h->type, h->length));
     auto p = record_from<HelloPayload>(in.subspan<kHeaderBytes>());
     if (!p) return Error{"malformed Hello"};
     if (p->node_id != h->src) {
@@ -115,7 +116,7 @@ Status TcpTransport::start() {
         if (a.id == opts_.self) {
             me = &a;
         } else {
-            peers_.push_back(std::make_unique<Peer>());
+            peers_.push_back(std::make_unique<Peer>(handler_->messages()));
             peers_.back()->addr = a;
         }
     }
@@ -320,11 +321,15 @@ Status TcpTransport::accept_higher(Fd listener, Clock::time_point deadline,
                 if (c.got >= kHeaderBytes && c.got < kHelloMessage) {
                     // Refuse garbage as soon as its header is in, not after more bytes.
                     auto h = decode_header(std::span<const uint8_t>(c.buf, c.got));
-                    if (!h.ok())
+                    if (!h.ok()) {
                         bad = h.error().message;
-                    else if (h->type != static_cast<uint16_t>(MsgType::Hello)) {
+                    } else if (h->type != static_cast<uint16_t>(MsgType::Hello)) {
                         bad = std::string("expected Hello, got ") +
                               msg_type_name(static_cast<MsgType>(h->type));
+                    } else if (Status v =
+                                   validate_payload(handshake_messages(), h->type, h->length);
+                               !v.ok()) {
+                        bad = v.error().message;
                     }
                 }
             }
@@ -389,7 +394,7 @@ Status TcpTransport::accept_higher(Fd listener, Clock::time_point deadline,
 Status TcpTransport::send(NodeId to, MsgHeader h, std::span<const uint8_t> payload) {
     Peer* p = find(to);
     if (!p) return Error{"send to node " + std::to_string(to) + ": not a peer"};
-    KV_TRY(prepare_outgoing(opts_.self, to, h, payload.size()));
+    KV_TRY(prepare_outgoing(opts_.self, to, h, payload.size(), handler_->messages()));
 
     // iovec wants non-const pointers; sendmsg only reads them.
     iovec iov[2] = {{&h, sizeof h}, {const_cast<uint8_t*>(payload.data()), payload.size()}};

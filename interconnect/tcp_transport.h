@@ -62,6 +62,7 @@ class TcpTransport final : public Transport {
 
   private:
     struct Peer {
+        explicit Peer(std::span<const MessageSpec> specs) : parser(specs) {}
         PeerAddress addr;
         // Set during start-up; afterwards changed (closed) only under send_mu, by the
         // receive thread's drop() or by shutdown() after the receive thread is joined.

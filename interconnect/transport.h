@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "interconnect/codec.h"
 #include "interconnect/message.h"
 
 namespace kv {
@@ -23,6 +24,11 @@ class MessageHandler {
   public:
     virtual ~MessageHandler() = default;
     virtual void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) = 0;
+    // The message types this handler takes, with their payload length rules (codec.h). The
+    // transport checks every received header against them before it reads the payload (a
+    // message that breaks them drops the connection, reported through on_peer_lost), and
+    // every sent message too. Constant for the handler's life.
+    virtual std::span<const MessageSpec> messages() const = 0;
     // The connection to `peer` is gone (closed, died, or sent a malformed message: `why`
     // names it). Called once per peer.
     virtual void on_peer_lost(NodeId peer, const Error& why) = 0;

@@ -39,6 +39,25 @@ Result<std::unique_ptr<CoherenceEngine>> CoherenceEngine::create(GuestMemory& me
                             std::move(spans), std::move(homes).value()));
 }
 
+namespace {
+using Kind = PayloadRule::Kind;
+constexpr MessageSpec kCoherenceMessages[] = {
+    {MsgType::ReadReq, {Kind::Empty, 0}},
+    {MsgType::WriteReq, {Kind::Empty, 0}},
+    {MsgType::Fetch, {Kind::Empty, 0}},
+    {MsgType::FetchInv, {Kind::Empty, 0}},
+    {MsgType::Inv, {Kind::Empty, 0}},
+    {MsgType::InvAck, {Kind::Empty, 0}},
+    {MsgType::FetchReply, {Kind::EmptyOrPage, kPageSize}},
+    {MsgType::Grant, {Kind::EmptyOrPage, kPageSize}},
+    {MsgType::GrantAck, {Kind::Empty, 0}},
+};
+}  // namespace
+
+std::span<const MessageSpec> coherence_messages() {
+    return kCoherenceMessages;
+}
+
 CoherenceEngine::CoherenceEngine(GuestMemory& mem, Options opts, Userfaultfd uffd, Fd stop_fd,
                                  std::vector<Span> spans, HomeMap homes)
     : mem_(mem),
@@ -53,6 +72,12 @@ CoherenceEngine::CoherenceEngine(GuestMemory& mem, Options opts, Userfaultfd uff
       fault_count_(num_pages_, 0),
       inv_start_(num_pages_, 0),
       gained_at_(opts_.hold_ns ? num_pages_ : 0, 0) {
+    auto own = coherence_messages();
+    messages_.assign(own.begin(), own.end());
+    if (opts_.next) {
+        auto more = opts_.next->messages();
+        messages_.insert(messages_.end(), more.begin(), more.end());
+    }
     actions_.reserve(3 * kMaxNodes);
 }
 

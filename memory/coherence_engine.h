@@ -42,6 +42,11 @@
 
 namespace kv {
 
+// The coherence protocol's messages and their payload length rules: requests and
+// acknowledgements carry everything in the header (`arg` = page frame number); only the
+// page-carrying replies (FetchReply, Grant) have a payload, a whole page or nothing.
+std::span<const MessageSpec> coherence_messages();
+
 class CoherenceEngine : public MessageHandler {
   public:
     struct Options {
@@ -78,6 +83,8 @@ class CoherenceEngine : public MessageHandler {
     // MessageHandler (the transport's receive thread).
     void on_start(Transport& transport) override;
     void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) override;
+    // The coherence messages (coherence_messages()), then those of Options::next.
+    std::span<const MessageSpec> messages() const override { return messages_; }
     void on_peer_lost(NodeId peer, const Error& why) override;
 
     DsmStats stats() const { return counters_.snapshot(); }
@@ -103,6 +110,7 @@ class CoherenceEngine : public MessageHandler {
     std::vector<HotPage> hottest_pages(size_t n) const;
 
   private:
+    std::vector<MessageSpec> messages_;
     struct Span {
         uint8_t* base;
         uint64_t first_pfn, pages;

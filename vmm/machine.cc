@@ -128,13 +128,11 @@ Status Machine::connect_cluster(const std::optional<ConfigDigest>& given) {
         [this](NodeId peer, const Error& why) {
             emit_event("NODE_LOST", {{"node", peer}, {"reason", why.message}});
         });
-    // Each layer takes its own message groups (interconnect/router.h).
+    // Each layer registers its own message types and their length rules (router.h).
     dispatch_ = std::make_unique<MessageRouter>();
-    KV_TRY(dispatch_->add_group(0x01, *link_, "node link"));
-    KV_TRY(dispatch_->add_group(0x02, *engine_, "coherence"));
-    KV_TRY(dispatch_->add_group(0x03, *link_, "node link (vCPUs)"));
-    KV_TRY(dispatch_->add_group(0x04, *link_, "node link (I/O)"));
-    KV_TRY(dispatch_->add_group(0x05, *control_, "cluster control"));
+    KV_TRY(dispatch_->add(*link_, "node link"));
+    KV_TRY(dispatch_->add(*engine_, "coherence"));
+    KV_TRY(dispatch_->add(*control_, "cluster control"));
 
     KV_INFO("node %u: connecting to %zu other node(s)", self_, cl.nodes.size() - 1);
     auto t = make_transport(cl.transport, config::transport_options(cfg_, digest, auth_.get()),

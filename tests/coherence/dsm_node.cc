@@ -50,6 +50,8 @@ constexpr auto kWaitLimit = std::chrono::seconds(60);
 // The end-of-run handshake (see the file comment) and the error path.
 class Control : public MessageHandler {
   public:
+    static constexpr MessageSpec kSpecs[] = {
+        {MsgType::Shutdown, {PayloadRule::Kind::Fixed, sizeof(ShutdownPayload)}}};
     void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> p) override {
         if (static_cast<MsgType>(h.type) != MsgType::Shutdown) return;
         ShutdownPayload bye;
@@ -66,6 +68,7 @@ class Control : public MessageHandler {
         cv_.notify_all();
     }
     void on_peer_lost(NodeId, const Error&) override {}
+    std::span<const MessageSpec> messages() const override { return kSpecs; }
     bool wait(int n) {
         std::unique_lock lk(mu_);
         return cv_.wait_for(lk, std::chrono::seconds(30), [&] { return shutdowns_ >= n; });

@@ -186,6 +186,11 @@ class Node : public MessageHandler {
     // Transport receive thread (messages the engine does not take).
     void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> p) override;
     void on_peer_lost(NodeId, const Error&) override {}
+    // Shutdown, and Ping as a tagged signal (start, publish); no payload of its own.
+    std::span<const MessageSpec> messages() const override { return kSpecs; }
+    static constexpr MessageSpec kSpecs[] = {
+        {MsgType::Shutdown, {PayloadRule::Kind::Fixed, sizeof(ShutdownPayload)}},
+        {MsgType::Ping, {PayloadRule::Kind::UpTo, kMaxPayload}}};
 
   private:
     Status build_machine(bool with_engine);

@@ -15,6 +15,7 @@
 #include "interconnect/handshake.h"
 #include "interconnect/tcp_socket.h"
 #include "interconnect/tcp_transport.h"
+#include "tests/unit/test_support.h"
 
 namespace kv {
 namespace {
@@ -256,6 +257,7 @@ class StderrCapture {
 
 class NullHandler : public MessageHandler {
   public:
+    std::span<const MessageSpec> messages() const override { return testing::vmm_node_messages(); }
     void on_message(NodeId, const MsgHeader&, std::span<const uint8_t>) override {}
     void on_peer_lost(NodeId, const Error&) override {}
 };

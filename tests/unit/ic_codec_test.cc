@@ -8,9 +8,23 @@
 #include "interconnect/codec.h"
 #include "interconnect/payloads.h"
 #include "interconnect/stream_parser.h"
+#include "tests/unit/test_support.h"
+#include "vmm/node/link_messages.h"
 
 namespace kv {
 namespace {
+
+// What a VMM node checks received headers against: every layer's rules, and the
+// handshake's (which the TCP transport checks itself during the handshake).
+std::span<const MessageSpec> all_specs() {
+    static const std::vector<MessageSpec> v = [] {
+        std::vector<MessageSpec> out;
+        for (auto part : {handshake_messages(), testing::vmm_node_messages()})
+            out.insert(out.end(), part.begin(), part.end());
+        return out;
+    }();
+    return v;
+}
 
 std::vector<uint8_t> header_bytes(uint16_t type, uint32_t length) {
     MsgHeader h;
@@ -37,7 +51,9 @@ std::vector<uint8_t> message(MsgType type, std::vector<uint8_t> payload, uint64_
 
 std::string decode_error(const std::vector<uint8_t>& bytes) {
     auto r = decode_header(std::span<const uint8_t>(bytes));
-    return r.ok() ? "accepted" : r.error().message;
+    if (!r.ok()) return r.error().message;
+    Status v = validate_payload(all_specs(), r->type, r->length);
+    return v.ok() ? "accepted" : v.error().message;
 }
 
 struct Valid {
@@ -78,7 +94,8 @@ TEST(IcCodec, AcceptsEveryValidTypeAndLength) {
     for (const Valid& v : valid_table()) {
         for (uint32_t len : v.lengths) {
             auto bytes = header_bytes(static_cast<uint16_t>(v.type), len);
-            auto h = decode_header(std::span<const uint8_t, kHeaderBytes>(bytes.data(), 32));
+            auto h = decode_header(std::span<const uint8_t, kHeaderBytes>(bytes.data(), 32),
+                                   all_specs());
             ASSERT_TRUE(h.ok()) << msg_type_name(v.type) << " " << len << ": " << h.error().message;
             EXPECT_EQ(h->type, static_cast<uint16_t>(v.type));
             EXPECT_EQ(h->length, len);
@@ -147,10 +164,12 @@ TEST(IcCodec, RejectsTruncatedHeader) {
 }
 
 TEST(IcCodec, ValidatePayloadOnItsOwn) {
-    EXPECT_TRUE(validate_payload(static_cast<uint16_t>(MsgType::FetchReply), 4096).ok());
-    EXPECT_TRUE(validate_payload(static_cast<uint16_t>(MsgType::FetchReply), 0).ok());
-    EXPECT_FALSE(validate_payload(static_cast<uint16_t>(MsgType::FetchReply), 4095).ok());
-    EXPECT_FALSE(validate_payload(0, 0).ok());
+    EXPECT_TRUE(
+        validate_payload(all_specs(), static_cast<uint16_t>(MsgType::FetchReply), 4096).ok());
+    EXPECT_TRUE(validate_payload(all_specs(), static_cast<uint16_t>(MsgType::FetchReply), 0).ok());
+    EXPECT_FALSE(
+        validate_payload(all_specs(), static_cast<uint16_t>(MsgType::FetchReply), 4095).ok());
+    EXPECT_FALSE(validate_payload(all_specs(), 0, 0).ok());
 }
 
 TEST(IcCodec, PayloadRecordsRoundTrip) {
@@ -217,7 +236,7 @@ TEST(IcStreamParser, SplitsMessagesInAnyChunking) {
     }
     for (std::vector<size_t> chunks :
          {std::vector<size_t>{1}, {31, 33, 7}, {4096}, {65568}, {100000, 3}}) {
-        StreamParser p;
+        StreamParser p(all_specs());
         Parsed out = feed(p, stream, chunks);
         ASSERT_EQ(out.error, "");
         ASSERT_EQ(out.frames.size(), payloads.size());
@@ -231,7 +250,7 @@ TEST(IcStreamParser, SplitsMessagesInAnyChunking) {
 }
 
 TEST(IcStreamParser, RefusesOversizedHeaderBeforeItsBody) {
-    StreamParser p;
+    StreamParser p(all_specs());
     auto bytes = header_bytes(static_cast<uint16_t>(MsgType::Ping), 1u << 30);
     Parsed out = feed(p, bytes, {32});
     EXPECT_EQ(out.error, "Ping payload of 1073741824 bytes exceeds the maximum of 65536");
@@ -245,7 +264,7 @@ TEST(IcStreamParser, GarbageAfterGoodMessagesIsAnError) {
     auto stream = message(MsgType::ReadReq, {}, 5);
     auto bad = header_bytes(0x9999, 0);
     stream.insert(stream.end(), bad.begin(), bad.end());
-    StreamParser p;
+    StreamParser p(all_specs());
     Parsed out = feed(p, stream, {1000});
     ASSERT_EQ(out.frames.size(), 1u);
     EXPECT_EQ(out.frames[0].first.arg, 5u);
@@ -254,14 +273,14 @@ TEST(IcStreamParser, GarbageAfterGoodMessagesIsAnError) {
 
 TEST(IcStreamParser, EndOfStreamMidMessageNamesWhatIsMissing) {
     {
-        StreamParser p;
+        StreamParser p(all_specs());
         auto m = message(MsgType::ReadReq, {});
         m.resize(5);
         feed(p, m, {5});
         EXPECT_EQ(p.check_eof().error().message, "truncated header (5 of 32 bytes)");
     }
     {
-        StreamParser p;
+        StreamParser p(all_specs());
         auto m = message(MsgType::Grant, std::vector<uint8_t>(4096, 1));
         m.resize(kHeaderBytes + 100);
         Parsed out = feed(p, m, {64});

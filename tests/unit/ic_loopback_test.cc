@@ -11,6 +11,7 @@
 #include "interconnect/loopback_transport.h"
 #include "interconnect/payloads.h"
 #include "interconnect/ping_pong.h"
+#include "tests/unit/test_support.h"
 
 namespace kv {
 namespace {
@@ -19,6 +20,7 @@ using namespace std::chrono_literals;
 
 class Recorder : public MessageHandler {
   public:
+    std::span<const MessageSpec> messages() const override { return testing::vmm_node_messages(); }
     void on_start(Transport& t) override {
         std::lock_guard l(mu_);
         started_ = &t;
@@ -177,8 +179,8 @@ TEST(IcLoopback, ShutdownIsSeenAsPeerLossAndStopsHandlerCalls) {
 
 TEST(IcLoopback, PingPongRoundTripAndInnerHandler) {
     auto hub = LoopbackHub::create();
-    Recorder inner;
-    PingResponder p0, p1(&inner);
+    Recorder inner, inner0;
+    PingResponder p0(&inner0), p1(&inner);  // both nodes speak the same layers
     auto t0 = hub->attach(0, &p0);
     auto t1 = hub->attach(1, &p1);
     ASSERT_TRUE(t0.ok() && t1.ok());

@@ -1,6 +1,6 @@
-// MessageRouter: each message reaches the layer that registered its group or type, start
-// and peer loss reach every layer once, conflicting registrations are refused, and a
-// message of a type no layer takes is reported.
+// MessageRouter: each message reaches the layer that declared its type, start and peer
+// loss reach every layer once, a type two layers declare is refused, and the router's
+// messages() (what the transport checks received headers against) is every layer's rules.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -11,7 +11,11 @@
 namespace kv {
 namespace {
 
+using Kind = PayloadRule::Kind;
+
 struct Layer : MessageHandler {
+    explicit Layer(std::vector<MessageSpec> s) : specs(std::move(s)) {}
+    std::vector<MessageSpec> specs;
     std::vector<uint16_t> types;
     int starts = 0;
     std::vector<NodeId> lost;
@@ -20,6 +24,7 @@ struct Layer : MessageHandler {
         types.push_back(h.type);
     }
     void on_peer_lost(NodeId peer, const Error&) override { lost.push_back(peer); }
+    std::span<const MessageSpec> messages() const override { return specs; }
 };
 
 struct NullTransport : Transport {
@@ -34,12 +39,20 @@ MsgHeader of(MsgType t) {
     return h;
 }
 
-TEST(IcRouter, RoutesByGroupAndSingleTypeRefinesAGroup) {
-    Layer link, coherence, control;
+Layer link_layer() {
+    return Layer({{MsgType::Ready, {Kind::Empty, 0}}, {MsgType::Pong, {Kind::UpTo, 100}}});
+}
+Layer coherence_layer() {
+    return Layer({{MsgType::Grant, {Kind::EmptyOrPage, 4096}}, {MsgType::Inv, {Kind::Empty, 0}}});
+}
+
+TEST(IcRouter, RoutesEachDeclaredTypeToItsLayer) {
+    Layer link = link_layer(), coherence = coherence_layer();
+    Layer control({{MsgType::Ping, {Kind::UpTo, 100}}});
     MessageRouter r;
-    ASSERT_TRUE(r.add_group(0x01, link, "link").ok());
-    ASSERT_TRUE(r.add_group(0x02, coherence, "coherence").ok());
-    ASSERT_TRUE(r.add_type(MsgType::Ping, control, "control").ok());
+    ASSERT_TRUE(r.add(link, "link").ok());
+    ASSERT_TRUE(r.add(coherence, "coherence").ok());
+    ASSERT_TRUE(r.add(control, "control").ok());
     r.on_message(1, of(MsgType::Grant), {});
     r.on_message(1, of(MsgType::Ready), {});
     r.on_message(1, of(MsgType::Ping), {});
@@ -53,12 +66,31 @@ TEST(IcRouter, RoutesByGroupAndSingleTypeRefinesAGroup) {
     EXPECT_EQ(r.layer_of(MsgType::IoReq), "");
 }
 
-TEST(IcRouter, StartAndPeerLossReachEveryLayerOnce) {
-    Layer a, b;
+// The router's messages() holds each layer's own rules, so a length that is right for one
+// layer's type and wrong for another's is judged by the layer that receives it.
+TEST(IcRouter, ItsMessagesAreEveryLayersRules) {
+    Layer link = link_layer(), coherence = coherence_layer();
     MessageRouter r;
-    ASSERT_TRUE(r.add_group(0x01, a, "a").ok());
-    ASSERT_TRUE(r.add_group(0x03, a, "a").ok());  // one layer, two groups: called once
-    ASSERT_TRUE(r.add_group(0x02, b, "b").ok());
+    ASSERT_TRUE(r.add(link, "link").ok());
+    ASSERT_TRUE(r.add(coherence, "coherence").ok());
+    EXPECT_EQ(r.messages().size(), 4u);
+    EXPECT_TRUE(validate_payload(r.messages(), uint16_t(MsgType::Grant), 4096).ok());
+    EXPECT_TRUE(validate_payload(r.messages(), uint16_t(MsgType::Pong), 100).ok());
+    EXPECT_EQ(validate_payload(r.messages(), uint16_t(MsgType::Pong), 101).error().message,
+              "Pong payload of 101 bytes (expected at most 100)");
+    EXPECT_EQ(validate_payload(r.messages(), uint16_t(MsgType::Inv), 1).error().message,
+              "Inv payload of 1 bytes (expected 0)");
+    EXPECT_EQ(validate_payload(r.messages(), uint16_t(MsgType::IoReq), 24).error().message,
+              "IoReq (0x0401) is not a message this node takes");
+    EXPECT_EQ(validate_payload(r.messages(), 0x9999, 0).error().message,
+              "message type 0x9999 unknown");
+}
+
+TEST(IcRouter, StartAndPeerLossReachEveryLayerOnce) {
+    Layer a = link_layer(), b = coherence_layer();
+    MessageRouter r;
+    ASSERT_TRUE(r.add(a, "a").ok());
+    ASSERT_TRUE(r.add(b, "b").ok());
     NullTransport t;
     r.on_start(t);
     r.on_peer_lost(2, Error{"gone"});
@@ -68,30 +100,18 @@ TEST(IcRouter, StartAndPeerLossReachEveryLayerOnce) {
     EXPECT_EQ(b.lost, std::vector<NodeId>{2});
 }
 
-TEST(IcRouter, RefusesASecondHandlerForAGroupOrType) {
-    Layer a, b;
+TEST(IcRouter, RefusesATypeAnotherLayerHas) {
+    Layer a = coherence_layer();
+    Layer b({{MsgType::GrantAck, {Kind::Empty, 0}}, {MsgType::Grant, {Kind::Empty, 0}}});
     MessageRouter r;
-    ASSERT_TRUE(r.add_group(0x02, a, "coherence").ok());
-    Status st = r.add_group(0x02, b, "intruder");
+    ASSERT_TRUE(r.add(a, "coherence").ok());
+    Status st = r.add(b, "intruder");
     ASSERT_FALSE(st.ok());
     EXPECT_EQ(st.error().message,
-              "message router: intruder registers 0x0200 (a group), which coherence has");
-    ASSERT_TRUE(r.add_type(MsgType::Grant, b, "grants").ok());
-    st = r.add_type(MsgType::Grant, a, "again");
-    ASSERT_FALSE(st.ok());
-    EXPECT_NE(st.error().message.find("0x0208, which grants has"), std::string::npos);
-}
-
-TEST(IcRouter, ReportsAMessageNoLayerTakes) {
-    std::vector<std::pair<NodeId, uint16_t>> unrouted;
-    MessageRouter r([&](NodeId from, const MsgHeader& h) { unrouted.emplace_back(from, h.type); });
-    Layer a;
-    ASSERT_TRUE(r.add_group(0x02, a, "coherence").ok());
-    r.on_message(3, of(MsgType::IoReq), {});
-    ASSERT_EQ(unrouted.size(), 1u);
-    EXPECT_EQ(unrouted[0].first, 3u);
-    EXPECT_EQ(unrouted[0].second, uint16_t(MsgType::IoReq));
-    EXPECT_TRUE(a.types.empty());
+              "message router: intruder registers Grant (0x0208), which coherence has");
+    // Nothing of the refused layer was added.
+    EXPECT_EQ(r.layer_of(MsgType::GrantAck), "");
+    EXPECT_EQ(r.messages().size(), 2u);
 }
 
 }  // namespace

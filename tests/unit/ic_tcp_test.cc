@@ -20,6 +20,7 @@
 #include "interconnect/tcp_socket.h"
 #include "interconnect/tcp_transport.h"
 #include "interconnect/transport_factory.h"
+#include "tests/unit/test_support.h"
 
 namespace kv {
 namespace {
@@ -30,6 +31,7 @@ constexpr auto kWait = 10s;  // upper bound for any awaited event; never reached
 // Records everything a transport hands to its handler; tests wait on it with a deadline.
 class Recorder : public MessageHandler {
   public:
+    std::span<const MessageSpec> messages() const override { return testing::vmm_node_messages(); }
     struct Msg {
         NodeId from;
         MsgHeader h;

@@ -25,6 +25,7 @@ using control::Json;
 
 // A raw endpoint: records what it gets, and answers a CtlReq with `reply` if set.
 struct Raw : MessageHandler {
+    std::span<const MessageSpec> messages() const override { return control_messages(); }
     std::mutex mu;
     std::condition_variable cv;
     std::vector<std::pair<MsgHeader, std::string>> got;
@@ -109,6 +110,8 @@ TEST(NodeControl, ARequestThatBlocksDoesNotBlockTheReceiveThread) {
         std::function<void()> on_page;
         void on_message(NodeId, const MsgHeader&, std::span<const uint8_t>) override { on_page(); }
         void on_peer_lost(NodeId, const Error&) override {}
+        std::span<const MessageSpec> messages() const override { return coherence; }
+        MessageSpec coherence[1] = {{MsgType::Grant, {PayloadRule::Kind::EmptyOrPage, 4096}}};
     } pages;
     pages.on_page = [&] {
         std::lock_guard l(mu);
@@ -124,10 +127,15 @@ TEST(NodeControl, ARequestThatBlocksDoesNotBlockTheReceiveThread) {
         return Json::object();
     });
     MessageRouter r1;
-    ASSERT_TRUE(r1.add_group(0x02, pages, "coherence").ok());
-    ASSERT_TRUE(r1.add_group(0x05, c1, "cluster control").ok());
+    ASSERT_TRUE(r1.add(pages, "coherence").ok());
+    ASSERT_TRUE(r1.add(c1, "cluster control").ok());
     NodeControl c0(0, 2, nullptr);
-    auto t0 = hub->attach(0, &c0);
+    PageLayer pages0;  // node 0 speaks the same layers
+    pages0.on_page = [] {};
+    MessageRouter r0;
+    ASSERT_TRUE(r0.add(pages0, "coherence").ok());
+    ASSERT_TRUE(r0.add(c0, "cluster control").ok());
+    auto t0 = hub->attach(0, &r0);
     auto t1 = hub->attach(1, &r1);
     ASSERT_TRUE(t0.ok() && t1.ok());
     Result<Json> answer = Error{"not asked"};

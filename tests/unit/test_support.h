@@ -9,9 +9,26 @@
 #include <string>
 #include <vector>
 
+#include "interconnect/codec.h"
+#include "memory/coherence_engine.h"
 #include "vmm/config/config.h"
+#include "vmm/node/link_messages.h"
+#include "vmm/node/node_control.h"
 
 namespace kv::testing {
+
+// Every message type a VMM node takes, with each layer's own rule (what its router checks
+// received headers against): the node link's, the coherence engine's, the cluster
+// control's.
+inline std::span<const MessageSpec> vmm_node_messages() {
+    static const std::vector<MessageSpec> all = [] {
+        std::vector<MessageSpec> v;
+        for (auto part : {link_messages(), coherence_messages(), control_messages()})
+            v.insert(v.end(), part.begin(), part.end());
+        return v;
+    }();
+    return all;
+}
 
 // A temporary file holding `bytes`, removed when the object goes away.
 class TempFile {

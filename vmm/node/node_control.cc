@@ -215,4 +215,19 @@ std::vector<NodeControl::Answer> NodeControl::ask_all(ControlOp op, const Json& 
     return out;
 }
 
+namespace {
+constexpr MessageSpec kControlMessages[] = {
+    {MsgType::CtlReq, {PayloadRule::Kind::UpTo, kMaxPayload}},
+    {MsgType::CtlReply, {PayloadRule::Kind::UpTo, kMaxPayload}},
+};
+}  // namespace
+
+std::span<const MessageSpec> control_messages() {
+    return kControlMessages;
+}
+
+std::span<const MessageSpec> NodeControl::messages() const {
+    return kControlMessages;
+}
+
 }  // namespace kv

@@ -40,6 +40,9 @@ enum class ControlOp : uint64_t {
 };
 const char* to_string(ControlOp op);
 
+// The cluster control's message types: CtlReq and CtlReply, up to kMaxPayload bytes of JSON.
+std::span<const MessageSpec> control_messages();
+
 class NodeControl final : public MessageHandler {
   public:
     using Json = control::Json;
@@ -56,6 +59,8 @@ class NodeControl final : public MessageHandler {
     // MessageHandler (the transport's receive thread).
     void on_start(Transport& transport) override;
     void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) override;
+    // CtlReq and CtlReply, each with up to kMaxPayload bytes of JSON.
+    std::span<const MessageSpec> messages() const override;
     void on_peer_lost(NodeId peer, const Error& why) override;
 
     // Asks node `to` and waits for its answer until `timeout`.

@@ -460,4 +460,28 @@ void NodeLink::print_counters(FILE* out) const {
                  c.io_served.load(), c.eois_forwarded.load(), c.eois_served.load());
 }
 
+namespace {
+using Kind = PayloadRule::Kind;
+constexpr MessageSpec kLinkMessages[] = {
+    {MsgType::Shutdown, {Kind::Fixed, sizeof(ShutdownPayload)}},
+    {MsgType::Ping, {Kind::UpTo, kMaxPayload}},
+    {MsgType::Pong, {Kind::UpTo, kMaxPayload}},
+    {MsgType::Ready, {Kind::Empty, 0}},
+    {MsgType::TscRate, {Kind::Empty, 0}},
+    {MsgType::HpetCounter, {Kind::Fixed, 8}},
+    {MsgType::Ipi, {Kind::Fixed, sizeof(IpiPayload)}},
+    {MsgType::ApicIdUpdate, {Kind::Fixed, sizeof(ApicIdUpdatePayload)}},
+    {MsgType::IoReq, {Kind::Fixed, sizeof(IoPayload)}},
+    {MsgType::IoReply, {Kind::Fixed, sizeof(IoPayload)}},
+};
+}  // namespace
+
+std::span<const MessageSpec> link_messages() {
+    return kLinkMessages;
+}
+
+std::span<const MessageSpec> NodeLink::messages() const {
+    return kLinkMessages;
+}
+
 }  // namespace kv

@@ -32,6 +32,7 @@
 #include "vcpu/interrupt.h"
 #include "vcpu/lapic.h"
 #include "vmm/devices/hpet.h"
+#include "vmm/node/link_messages.h"
 #include "vmm/stop.h"
 
 namespace kv {
@@ -60,6 +61,8 @@ class NodeLink : public MessageHandler {
     // MessageHandler (the transport's receive thread).
     void on_start(Transport& transport) override;
     void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) override;
+    // Shutdown, Ping/Pong, Ready, TscRate, HpetCounter, Ipi, ApicIdUpdate, IoReq, IoReply.
+    std::span<const MessageSpec> messages() const override;
     void on_peer_lost(NodeId peer, const Error& why) override;
 
     NodeId self() const { return self_; }
