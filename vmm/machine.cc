@@ -363,7 +363,8 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     Uart8250::Sink sink;
     switch (cfg.console.kind) {
         case config::ConsoleKind::Stdio:
-            sink = Console::fd_sink(1);
+            console_output_ = std::make_unique<ConsoleOutput>(Console::fd_sink(1));
+            sink = console_output_->guest_sink();
             break;
         case config::ConsoleKind::File: {
             auto fd = Fd::check(
@@ -381,6 +382,15 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     uart_ = std::make_shared<Uart8250>(IrqLine(this, kSerialIrq), std::move(sink));
     KV_TRY(pio_bus_.insert(Uart8250::kCom1Base, Uart8250::kSize, uart_, "com1"));
     return {};
+}
+
+Status Machine::read_guest_memory(uint64_t gpa, std::span<uint8_t> out) const {
+    char range[64];
+    std::snprintf(range, sizeof range, "0x%llx..0x%llx", static_cast<unsigned long long>(gpa),
+                  static_cast<unsigned long long>(gpa + out.size() - 1));
+    if (!mem_ || !mem_->host_ptr(Gpa(gpa), out.size()))
+        return Error{std::string("guest memory ") + range + " is not guest RAM"};
+    return mem_->read(Gpa(gpa), out);
 }
 
 uint64_t Machine::guest_tsc_ns(uint64_t khz) const {
@@ -451,9 +461,12 @@ void Machine::request_stop(StopReason reason, std::string detail) {
 
 StopEvent Machine::run() {
     if (uart_ && cfg_.console.kind == config::ConsoleKind::Stdio) {
-        auto c = Console::start(*uart_, [this] {
-            request_stop(StopReason::UserQuit, "quit from the console (Ctrl-A x)");
-        });
+        Console::Options co;
+        co.monitor = monitor_;
+        co.output = console_output_.get();
+        auto c = Console::start(
+            *uart_,
+            [this] { request_stop(StopReason::UserQuit, "quit from the console (Ctrl-A x)"); }, co);
         if (!c) return StopEvent{StopReason::Failed, "console: " + c.error().message};
         console_ = std::move(c).value();
     }

@@ -37,6 +37,8 @@ class Pit8254;
 class Uart8250;
 class AcpiPm;
 class Console;
+class ConsoleMonitor;
+class ConsoleOutput;
 class NodeLink;
 class NodeControl;
 class MessageRouter;
@@ -100,6 +102,13 @@ class Machine : public IoHandler, public IrqChip {
     void set_event_sink(EventSink sink);
     // The ACPI power button (system_powerdown): the guest decides what to do with it.
     void press_power_button();
+    // Guest physical memory for the control plane (memory-read): over several nodes a page
+    // held elsewhere is fetched by the coherence engine, as for a vCPU. Errors name the
+    // range when it is not guest RAM. Not from a thread that serves the interconnect.
+    Status read_guest_memory(uint64_t gpa, std::span<uint8_t> out) const;
+    // What Ctrl-A c on the console switches to (null: no monitor); set before run(), and
+    // it must outlive the Machine's run().
+    void set_monitor(ConsoleMonitor* monitor) { monitor_ = monitor; }
 
   private:
     Machine() = default;
@@ -164,9 +173,11 @@ class Machine : public IoHandler, public IrqChip {
     std::shared_ptr<Ioapic> ioapic_;
     std::shared_ptr<Pic8259> pic_;
     std::shared_ptr<Pit8254> pit_;
+    std::unique_ptr<ConsoleOutput> console_output_;  // stdio console: held while in the monitor
     std::shared_ptr<Uart8250> uart_;
     std::shared_ptr<AcpiPm> acpi_pm_;
     std::unique_ptr<Console> console_;
+    ConsoleMonitor* monitor_ = nullptr;
     Fd console_file_;
 
     std::mutex stop_mu_;

@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "vmm/config/cluster.h"
 #include "vmm/config/config.h"
+#include "vmm/control/monitor.h"
 #include "vmm/control/server.h"
 #include "vmm/control/vm_commands.h"
 #include "vmm/machine.h"
@@ -64,11 +65,14 @@ int run_guest(const kv::config::VmConfig& cfg, const std::optional<kv::ConfigDig
     start_signal_thread();
     // The control socket lives as long as vmm-launch, across guest resets; only the I/O
     // node makes it (the other nodes will answer it over the interconnect).
+    // The serial console's monitor (Ctrl-A c) offers the same commands, socket or not.
     kv::control::CommandTable commands;
     kv::control::VmControl vm_control;
     std::unique_ptr<kv::control::ControlServer> control;
-    if (!cfg.control.empty() && (!cfg.cluster.enabled() || cfg.cluster.self == 0)) {
-        vm_control.add_commands(commands);
+    const bool io_node = !cfg.cluster.enabled() || cfg.cluster.self == 0;
+    if (io_node) vm_control.add_commands(commands);
+    kv::control::Monitor monitor(commands);
+    if (!cfg.control.empty() && io_node) {
         auto server = kv::control::ControlServer::create(cfg.control, commands);
         if (!server) {
             std::fprintf(stderr, "%s: %s%s\n", g_name.c_str(), cfg.where("control").c_str(),
@@ -90,6 +94,7 @@ int run_guest(const kv::config::VmConfig& cfg, const std::optional<kv::ConfigDig
             return input ? 2 : 1;
         }
         g_machine = machine->get();
+        if (io_node) (*machine)->set_monitor(&monitor);
         vm_control.attach(machine->get());
         kv::StopEvent ev = (*machine)->run();
         vm_control.detach();

@@ -14,18 +14,32 @@
 namespace kv {
 namespace {
 
+// Feeds `in` through the filter as Console::run does (again after each command); the
+// bytes for the reader, with each command marked in place as <x> or <c>.
 std::string feed(ConsoleEscape& e, const std::string& in, bool* exit = nullptr) {
-    std::vector<uint8_t> out;
-    bool x = e.feed(
-        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(in.data()), in.size()), out);
+    std::span<const uint8_t> rest(reinterpret_cast<const uint8_t*>(in.data()), in.size());
+    std::string got;
+    bool x = false;
+    while (!rest.empty()) {
+        std::vector<uint8_t> out;
+        auto step = e.feed(rest, out);
+        rest = rest.subspan(step.consumed);
+        got.append(out.begin(), out.end());
+        if (step.command == ConsoleEscape::Command::Exit) {
+            got += "<x>";
+            x = true;
+        } else if (step.command == ConsoleEscape::Command::Monitor) {
+            got += "<c>";
+        }
+    }
     if (exit) *exit = x;
-    return std::string(out.begin(), out.end());
+    return got;
 }
 
 TEST(ConsoleEscape, CtrlAXRequestsExit) {
     ConsoleEscape e;
     bool exit = false;
-    EXPECT_EQ(feed(e, "ls\x01x", &exit), "ls");
+    EXPECT_EQ(feed(e, "ls\x01x", &exit), "ls<x>");
     EXPECT_TRUE(exit);
 }
 
@@ -40,7 +54,7 @@ TEST(ConsoleEscape, EscapeSplitAcrossReadsAndUnknownEscapesPassThrough) {
     ConsoleEscape e;
     bool exit = false;
     EXPECT_EQ(feed(e, "a\x01", &exit), "a");
-    EXPECT_EQ(feed(e, "x", &exit), "");
+    EXPECT_EQ(feed(e, "x", &exit), "<x>");
     EXPECT_TRUE(exit);
     EXPECT_EQ(feed(e,
                    "\x01"
@@ -49,6 +63,57 @@ TEST(ConsoleEscape, EscapeSplitAcrossReadsAndUnknownEscapesPassThrough) {
               "\x01"
               "b");
     EXPECT_FALSE(exit);
+}
+
+// Ctrl-A c is the monitor's toggle only when there is a monitor; the bytes around it keep
+// their order and the command splits them (before: the guest's, after: the monitor's).
+TEST(ConsoleEscape, CtrlACTogglesTheMonitorOnlyWithOne) {
+    ConsoleEscape with(true), without(false);
+    EXPECT_EQ(feed(with,
+                   "ab\x01"
+                   "cstatus\r\x01"
+                   "cls"),
+              "ab<c>status\r<c>ls");
+    EXPECT_EQ(feed(without,
+                   "ab\x01"
+                   "cd"),
+              "ab\x01"
+              "cd");
+    // Split across reads: the escape waits for its second byte.
+    EXPECT_EQ(feed(with, "q\x01"), "q");
+    EXPECT_EQ(feed(with, "cz"), "<c>z");
+}
+
+// While held, the guest's output waits (the monitor's own text goes through) and comes out
+// in order when released; past kMaxHeld the oldest bytes are dropped and reported.
+TEST(ConsoleOutput, HoldsTheGuestWhileTheMonitorHasTheTerminal) {
+    std::string term;
+    ConsoleOutput o([&](std::span<const uint8_t> b) { term.append(b.begin(), b.end()); });
+    auto guest = o.guest_sink();
+    auto say = [&](const std::string& s) {
+        guest(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
+    };
+    say("boot ");
+    o.hold();
+    say("one ");
+    o.write_own("(kv) ");
+    say("two ");
+    EXPECT_EQ(term, "boot (kv) ");
+    o.release();
+    EXPECT_EQ(term, "boot (kv) one two ");
+    say("three");
+    EXPECT_EQ(term, "boot (kv) one two three");
+
+    term.clear();
+    o.hold();
+    say(std::string(ConsoleOutput::kMaxHeld, 'a'));
+    say("tail");
+    o.release();
+    EXPECT_NE(term.find("[console: 4 bytes of guest output dropped while the monitor was open]"),
+              std::string::npos)
+        << term.substr(0, 200);
+    EXPECT_EQ(term.substr(term.size() - 4), "tail");
+    EXPECT_EQ(term.size() - term.find(']') - 2, ConsoleOutput::kMaxHeld);
 }
 
 // Waits for a condition another thread signals.

@@ -185,6 +185,34 @@ void VmControl::add_commands(CommandTable& t) {
                   return Json::object();
               });
           });
+    t.add("memory-read",
+          "SIZE (1..4096) bytes of guest physical memory at ADDRESS, as hex; up to 8 bytes also "
+          "as a little-endian number (QEMU's xp)",
+          {{"address", ArgType::Uint, true}, {"size", ArgType::Uint, false}},
+          [this](const Json& a) {
+              const uint64_t addr = a["address"].get<uint64_t>();
+              const uint64_t size = a.contains("size") ? a["size"].get<uint64_t>() : 8;
+              if (size == 0 || size > 4096)
+                  return Reply(generic_error("Parameter 'size' wants 1 to 4096 bytes"));
+              return with_machine([addr, size](Machine& m) -> Reply {
+                  std::vector<uint8_t> buf(size);
+                  if (auto st = m.read_guest_memory(addr, buf); !st)
+                      return generic_error(st.error().message);
+                  static const char* digits = "0123456789abcdef";
+                  std::string hex;
+                  for (uint8_t b : buf) {
+                      hex.push_back(digits[b >> 4]);
+                      hex.push_back(digits[b & 15]);
+                  }
+                  Json r{{"address", addr}, {"size", size}, {"hex", hex}};
+                  if (size <= 8) {
+                      uint64_t v = 0;
+                      for (size_t i = size; i-- > 0;) v = v << 8 | buf[i];
+                      r["value"] = v;
+                  }
+                  return r;
+              });
+          });
     t.add("quit", "end vmm-launch (exit status 0)", {}, [this](const Json&) {
         return with_machine([](Machine& m) -> Reply {
             m.request_stop(StopReason::UserQuit, "quit from the control socket");

@@ -56,9 +56,9 @@ RawTerminal::~RawTerminal() {
     restore_terminal_now();
 }
 
-bool ConsoleEscape::feed(std::span<const uint8_t> in, std::vector<uint8_t>& out) {
-    bool exit = false;
-    for (uint8_t b : in) {
+ConsoleEscape::Step ConsoleEscape::feed(std::span<const uint8_t> in, std::vector<uint8_t>& out) {
+    for (size_t i = 0; i < in.size(); ++i) {
+        const uint8_t b = in[i];
         if (!armed_) {
             if (b == kEscape)
                 armed_ = true;
@@ -67,20 +67,58 @@ bool ConsoleEscape::feed(std::span<const uint8_t> in, std::vector<uint8_t>& out)
             continue;
         }
         armed_ = false;
-        if (b == kExit) {
-            exit = true;
-        } else if (b == kEscape) {
-            out.push_back(kEscape);
-        } else {
-            out.push_back(kEscape);
-            out.push_back(b);
-        }
+        if (b == kExit) return {i + 1, Command::Exit};
+        if (b == kMonitor && monitor_) return {i + 1, Command::Monitor};
+        out.push_back(kEscape);
+        if (b != kEscape) out.push_back(b);
     }
-    return exit;
+    return {in.size(), Command::None};
+}
+
+Uart8250::Sink ConsoleOutput::guest_sink() {
+    return [this](std::span<const uint8_t> bytes) {
+        std::lock_guard lk(mu_);
+        if (!held_) {
+            out_(bytes);
+            return;
+        }
+        buf_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+        if (buf_.size() > kMaxHeld) {
+            const size_t cut = buf_.size() - kMaxHeld;
+            dropped_ += cut;
+            buf_.erase(0, cut);
+        }
+    };
+}
+
+void ConsoleOutput::write_own(std::string_view text) {
+    std::lock_guard lk(mu_);
+    out_(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+void ConsoleOutput::hold() {
+    std::lock_guard lk(mu_);
+    held_ = true;
+}
+
+void ConsoleOutput::release() {
+    std::lock_guard lk(mu_);
+    held_ = false;
+    if (dropped_) {
+        std::string note = "[console: " + std::to_string(dropped_) +
+                           " bytes of guest output dropped while the monitor was open]\n";
+        out_(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(note.data()), note.size()));
+        dropped_ = 0;
+    }
+    out_(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(buf_.data()), buf_.size()));
+    buf_.clear();
 }
 
 Console::Console(Uart8250& uart, std::function<void()> on_exit_request, Options options)
-    : uart_(uart), on_exit_request_(std::move(on_exit_request)), options_(options) {}
+    : uart_(uart),
+      on_exit_request_(std::move(on_exit_request)),
+      options_(options),
+      escape_(options.monitor != nullptr) {}
 
 Result<std::unique_ptr<Console>> Console::start(Uart8250& uart,
                                                 std::function<void()> on_exit_request,
@@ -136,15 +174,44 @@ void Console::run(std::stop_token stop) {
             KV_DEBUG("console: end of input");
             return;
         }
-        out.clear();
         std::span<const uint8_t> in(buf, size_t(n));
-        bool exit = false;
-        if (options_.escapes)
-            exit = escape_.feed(in, out);
-        else
-            out.assign(in.begin(), in.end());
-        if (!out.empty()) uart_.push_input(out, stop);
-        if (exit && on_exit_request_) on_exit_request_();
+        while (!in.empty()) {
+            out.clear();
+            ConsoleEscape::Step step{in.size(), ConsoleEscape::Command::None};
+            if (options_.escapes)
+                step = escape_.feed(in, out);
+            else
+                out.assign(in.begin(), in.end());
+            in = in.subspan(step.consumed);
+            if (!out.empty()) {
+                if (in_monitor_)
+                    show(options_.monitor->feed(out));
+                else
+                    uart_.push_input(out, stop);
+            }
+            if (step.command == ConsoleEscape::Command::Exit && on_exit_request_) {
+                on_exit_request_();
+            } else if (step.command == ConsoleEscape::Command::Monitor) {
+                in_monitor_ = !in_monitor_;
+                if (in_monitor_) {
+                    if (options_.output) options_.output->hold();
+                    show(options_.monitor->enter());
+                } else {
+                    show(options_.monitor->leave());
+                    if (options_.output) options_.output->release();
+                }
+            }
+        }
+    }
+}
+
+void Console::show(const std::string& text) {
+    if (text.empty()) return;
+    if (options_.output) {
+        options_.output->write_own(text);
+    } else {
+        fd_sink(1)(
+            std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
     }
 }
 

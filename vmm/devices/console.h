@@ -6,7 +6,11 @@
 //   restore_terminal_now() (async-signal-safe) is there for the integrator's fatal-signal
 //   handler.
 // - Escapes as in QEMU: Ctrl-A x asks the VMM to exit (the on_exit_request callback),
-//   Ctrl-A Ctrl-A sends one Ctrl-A; Ctrl-A followed by anything else sends both bytes.
+//   Ctrl-A c switches the terminal between the guest and the monitor (a ConsoleMonitor,
+//   when one is given: the control commands, vmm/control/monitor.h), Ctrl-A Ctrl-A sends
+//   one Ctrl-A; Ctrl-A followed by anything else sends both bytes.
+// - While the monitor has the terminal, the guest's output is held (ConsoleOutput) and
+//   written when the terminal goes back to the guest.
 // - A reader thread polls stdin and an eventfd; stop() (also run by the destructor) signals
 //   the eventfd and requests stop, which also releases a push_input blocked on a full UART
 //   backlog, then joins. EOF on stdin ends the thread quietly (input from a file or
@@ -21,7 +25,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -53,13 +60,58 @@ class ConsoleEscape {
   public:
     static constexpr uint8_t kEscape = 0x01;  // Ctrl-A
     static constexpr uint8_t kExit = 'x';
+    static constexpr uint8_t kMonitor = 'c';
 
-    // Appends the bytes meant for the guest to `out`; returns true when the input held an
-    // exit request. An escape at the end of `in` waits for the next call.
-    bool feed(std::span<const uint8_t> in, std::vector<uint8_t>& out);
+    enum class Command { None, Exit, Monitor };
+    struct Step {
+        size_t consumed = 0;  // bytes of the input used up to and with the command
+        Command command = Command::None;
+    };
+    // Ctrl-A c is a command only with `monitor` (otherwise both bytes pass through).
+    explicit ConsoleEscape(bool monitor = false) : monitor_(monitor) {}
+
+    // Appends the bytes meant for the current reader (the guest or the monitor) to `out`,
+    // up to and including the first command escape, which is returned: call again with
+    // the rest of the input. An escape at the end of `in` waits for the next call.
+    Step feed(std::span<const uint8_t> in, std::vector<uint8_t>& out);
 
   private:
+    bool monitor_;
     bool armed_ = false;
+};
+
+// The monitor that Ctrl-A c switches the terminal to. Called on the console's reader
+// thread only; each call returns the text to show (lines end in '\n').
+class ConsoleMonitor {
+  public:
+    virtual ~ConsoleMonitor() = default;
+    virtual std::string enter() = 0;                            // the terminal comes here
+    virtual std::string feed(std::span<const uint8_t> in) = 0;  // typed bytes
+    virtual std::string leave() = 0;                            // back to the guest
+};
+
+// The guest's console output on a terminal it shares with the monitor: written through,
+// or held while the monitor has the terminal (at most kMaxHeld bytes: beyond that the
+// oldest are dropped, and counted). Any thread.
+class ConsoleOutput {
+  public:
+    static constexpr size_t kMaxHeld = 1 << 20;
+    explicit ConsoleOutput(Uart8250::Sink out) : out_(std::move(out)) {}
+    // The UART's sink: the guest's bytes.
+    Uart8250::Sink guest_sink();
+    // The monitor's own text, never held.
+    void write_own(std::string_view text);
+    void hold();
+    // Writes what was held (after a note of what was dropped, if any) and lets the guest's
+    // output through again.
+    void release();
+
+  private:
+    std::mutex mu_;
+    Uart8250::Sink out_;  // under mu_
+    bool held_ = false;
+    std::string buf_;
+    uint64_t dropped_ = 0;
 };
 
 class Console {
@@ -68,6 +120,10 @@ class Console {
         int in_fd = 0;        // stdin
         bool raw_tty = true;  // raw mode when in_fd is a terminal
         bool escapes = true;  // Ctrl-A handling
+        // Ctrl-A c: null, no monitor. Both must outlive the Console; with a monitor the
+        // guest's output must go through `output` so that it can be held.
+        ConsoleMonitor* monitor = nullptr;
+        ConsoleOutput* output = nullptr;
     };
 
     static Result<std::unique_ptr<Console>> start(Uart8250& uart,
@@ -92,13 +148,15 @@ class Console {
   private:
     Console(Uart8250& uart, std::function<void()> on_exit_request, Options options);
     void run(std::stop_token stop);
+    void show(const std::string& text);  // the monitor's text on the terminal
 
     Uart8250& uart_;
     const std::function<void()> on_exit_request_;
     const Options options_;
     Fd wake_;  // eventfd: stop() makes poll() return
     std::unique_ptr<RawTerminal> raw_;
-    ConsoleEscape escape_;  // reader thread only
+    ConsoleEscape escape_;     // reader thread only
+    bool in_monitor_ = false;  // reader thread only
     std::jthread thread_;
 };
 

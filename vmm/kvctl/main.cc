@@ -8,14 +8,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
-#include <map>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <variant>
 #include <vector>
 
+#include "vmm/control/cli.h"
 #include "vmm/control/client.h"
 #include "vmm/control/render.h"
 
@@ -24,6 +23,7 @@ namespace {
 using kv::control::Client;
 using kv::control::Json;
 using kv::control::report_faults;
+using kv::control::Request;
 using kv::control::uint_at;
 
 constexpr const char* kHelp = R"(NAME
@@ -38,9 +38,9 @@ SYNOPSIS
 DESCRIPTION
     kvctl sends one command to the control socket of a guest's I/O node (vmm-launch
     --control PATH) and prints the reply: tables and "key: value" lines, or the reply's
-    JSON with --json. Arguments are KEY=VALUE pairs; a VALUE that parses as JSON (a
-    number, true, false, a quoted string, an object) is sent as that, any other as a
-    string. The protocol is QMP's (docs/control.md), so QMP tools work too.
+    JSON with --json. Arguments are KEY=VALUE pairs; a VALUE 0x... (hex) is sent as
+    a number, one that parses as JSON (a number, true, false, a quoted string, an object)
+    as that, any other as a string. The protocol is QMP's (docs/control.md), so QMP tools work too.
 
     Without a COMMAND, kvctl is an interactive console: one command a line, in the same
     form (COMMAND [KEY=VALUE ...]), with line editing, history (~/.kvctl_history) and
@@ -64,6 +64,9 @@ COMMANDS
                              press the ACPI power button
     reset (system_reset)     reset the guest (vmm-launch's on-reboot decides)
     quit                     end vmm-launch (exit status 0)
+    xp (memory-read) address=ADDR [size=N]
+                             N (1..4096, default 8) bytes of guest physical memory
+                             at ADDR, as hex, and up to 8 bytes as a number
     commands (query-commands)
                              what the server offers
     events                   print events (STOP, RESUME, RESET, POWERDOWN, SHUTDOWN,
@@ -94,37 +97,16 @@ EXAMPLES
     KERRVISOR_CONTROL=/run/kv.sock kvctl --json vcpus
     kvctl --socket /run/kv.sock top --interval 1
     printf 'stop\nvcpus\ncont\n' | kvctl --socket /run/kv.sock
-)";
+    kvctl --socket /run/kv.sock xp address=0x101000 size=16
 
-const std::map<std::string, std::string> kAliases = {
-    {"status", "query-status"},        {"vcpus", "query-vcpus"},  {"nodes", "query-nodes"},
-    {"memory", "query-memory"},        {"stats", "query-stats"},  {"commands", "query-commands"},
-    {"powerdown", "system_powerdown"}, {"reset", "system_reset"},
-};
+SEE ALSO
+    The serial console of vmm-launch offers the same commands without a socket: Ctrl-A c
+    switches between the guest and the monitor (docs/control.md).
+)";
 
 int usage(const std::string& why) {
     std::fprintf(stderr, "kvctl: %s (kvctl --help)\n", why.c_str());
     return 2;
-}
-
-// COMMAND [KEY=VALUE ...] -> the protocol's command name and arguments.
-struct Request {
-    std::string cmd;
-    Json args = Json::object();
-};
-std::variant<Request, std::string> parse_request(const std::vector<std::string>& words) {
-    Request r;
-    r.cmd = words[0];
-    if (auto it = kAliases.find(r.cmd); it != kAliases.end()) r.cmd = it->second;
-    for (size_t i = 1; i < words.size(); ++i) {
-        size_t eq = words[i].find('=');
-        if (eq == std::string::npos || eq == 0)
-            return "argument '" + words[i] + "' is not KEY=VALUE";
-        std::string key = words[i].substr(0, eq), value = words[i].substr(eq + 1);
-        Json v = Json::parse(value, nullptr, false);
-        r.args[key] = v.is_discarded() ? Json(value) : v;
-    }
-    return r;
 }
 
 // Runs one request and prints its reply; 0, or 1 for an error reply or a lost server.
@@ -162,13 +144,6 @@ char** complete(const char* text, int start, int) {
     return rl_completion_matches(text, complete_one);
 }
 
-std::vector<std::string> split(const std::string& line) {
-    std::istringstream in(line);
-    std::vector<std::string> out;
-    for (std::string w; in >> w;) out.push_back(w);
-    return out;
-}
-
 void print_events(Client& client) {
     for (;;) {
         auto e = client.next_event(std::chrono::milliseconds(0));
@@ -186,7 +161,7 @@ int console(Client& client, bool json) {
     auto commands = client.execute("query-commands");
     if (commands && commands->is_array())
         for (const auto& c : *commands) g_completions.push_back(c.value("name", ""));
-    for (const auto& [alias, name] : kAliases) g_completions.push_back(alias);
+    for (const auto& [alias, name] : kv::control::command_aliases()) g_completions.push_back(alias);
     for (const char* w : {"help", "exit", "events", "top"}) g_completions.push_back(w);
     std::sort(g_completions.begin(), g_completions.end());
     if (tty) {
@@ -214,7 +189,7 @@ int console(Client& client, bool json) {
         } else if (!std::getline(std::cin, line)) {
             break;
         }
-        auto words = split(line);
+        auto words = kv::control::split_words(line);
         if (words.empty() || words[0][0] == '#') continue;
         if (words[0] == "exit") break;
         if (words[0] == "help") {
@@ -222,15 +197,14 @@ int console(Client& client, bool json) {
             if (commands && commands->is_array())
                 for (const auto& c : *commands) {
                     std::string name = c.value("name", "");
-                    std::string alias;
-                    for (const auto& [a, n] : kAliases)
-                        if (n == name) alias = " (" + a + ")";
+                    std::string alias = kv::control::alias_of(name);
+                    if (!alias.empty()) alias = " (" + alias + ")";
                     std::printf("  %s%s\n", name.c_str(), alias.c_str());
                 }
             std::printf("  exit, or Ctrl-D: leave the console\n");
             continue;
         }
-        auto req = parse_request(words);
+        auto req = kv::control::parse_command(words);
         if (auto* why = std::get_if<std::string>(&req)) {
             std::fprintf(stderr, "kvctl: %s\n", why->c_str());
             status = 2;
@@ -402,7 +376,7 @@ int main(int argc, char** argv) {
         return usage("no control socket: give --socket PATH or set KERRVISOR_CONTROL");
     std::optional<Request> one;
     if (!words.empty() && words[0] != "events" && words[0] != "top") {
-        auto req = parse_request(words);
+        auto req = kv::control::parse_command(words);
         if (auto* why = std::get_if<std::string>(&req)) return usage(*why);
         one = std::get<Request>(req);
     } else if (words.size() > 1) {
