@@ -24,6 +24,18 @@ constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, VarHeader);
 constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, VarHeader);
 constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, VarHeader);
 constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, VarHeader);
+// struct kvm_msr_list is a u32 and a flexible array: 4 bytes in the kernel's C, 8 in C++.
+struct MsrListHeader {
+    uint32_t nmsrs;
+};
+constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, MsrListHeader);
+// struct kvm_xsave ends in a flexible array too: its C size, 4096 bytes, names the ioctls.
+struct XsaveArea {
+    uint32_t region[1024];
+};
+static_assert(sizeof(XsaveArea) == 4096);
+constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, XsaveArea);
+constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, XsaveArea);
 
 template <class Entry>
 std::vector<uint8_t> var_buffer(uint32_t n, const Entry* entries = nullptr) {
@@ -76,6 +88,17 @@ Result<std::vector<kvm_cpuid_entry2>> Kvm::supported_cpuid() const {
     return Error{"KVM_GET_SUPPORTED_CPUID: too many entries"};
 }
 
+Result<std::vector<uint32_t>> Kvm::msr_index_list() const {
+    for (uint32_t n = 256; n <= 16384; n *= 2) {
+        std::vector<uint32_t> buf(n + 1);
+        buf[0] = n;  // kvm_msr_list: nmsrs, then the indices
+        if (::ioctl(fd_.get(), kGetMsrIndexList, buf.data()) == 0)
+            return std::vector<uint32_t>(buf.begin() + 1, buf.begin() + 1 + buf[0]);
+        if (errno != E2BIG) return Error::from_errno("KVM_GET_MSR_INDEX_LIST");
+    }
+    return Error{"KVM_GET_MSR_INDEX_LIST: too many MSRs"};
+}
+
 Result<VmFd> Kvm::create_vm() const {
     // KVM_CREATE_VM may fail with EINTR while the host is busy; retry a few times.
     for (int i = 0;; ++i) {
@@ -122,6 +145,33 @@ Status VcpuFd::get_regs(kvm_regs& r) const {
 }
 Status VcpuFd::set_regs(const kvm_regs& r) {
     return ioctl_status(fd_.get(), KVM_SET_REGS, &r, "KVM_SET_REGS");
+}
+Status VcpuFd::get_xsave(std::vector<uint8_t>& area) const {
+    area.assign(sizeof(XsaveArea), 0);
+    return ioctl_status(fd_.get(), kGetXsave, area.data(), "KVM_GET_XSAVE");
+}
+Status VcpuFd::set_xsave(std::span<const uint8_t> area) {
+    if (area.size() != sizeof(XsaveArea))
+        return Error{"KVM_SET_XSAVE: an area of " + std::to_string(area.size()) + " bytes"};
+    return ioctl_status(fd_.get(), kSetXsave, area.data(), "KVM_SET_XSAVE");
+}
+Status VcpuFd::get_xcrs(kvm_xcrs& x) const {
+    return ioctl_status(fd_.get(), KVM_GET_XCRS, &x, "KVM_GET_XCRS");
+}
+Status VcpuFd::set_xcrs(const kvm_xcrs& x) {
+    return ioctl_status(fd_.get(), KVM_SET_XCRS, &x, "KVM_SET_XCRS");
+}
+Status VcpuFd::get_debugregs(kvm_debugregs& d) const {
+    return ioctl_status(fd_.get(), KVM_GET_DEBUGREGS, &d, "KVM_GET_DEBUGREGS");
+}
+Status VcpuFd::set_debugregs(const kvm_debugregs& d) {
+    return ioctl_status(fd_.get(), KVM_SET_DEBUGREGS, &d, "KVM_SET_DEBUGREGS");
+}
+Status VcpuFd::get_mp_state(kvm_mp_state& m) const {
+    return ioctl_status(fd_.get(), KVM_GET_MP_STATE, &m, "KVM_GET_MP_STATE");
+}
+Status VcpuFd::set_mp_state(const kvm_mp_state& m) {
+    return ioctl_status(fd_.get(), KVM_SET_MP_STATE, &m, "KVM_SET_MP_STATE");
 }
 Status VcpuFd::get_sregs(kvm_sregs& s) const {
     return ioctl_status(fd_.get(), KVM_GET_SREGS, &s, "KVM_GET_SREGS");

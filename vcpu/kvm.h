@@ -5,6 +5,7 @@
 #include <linux/kvm.h>
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "base/fd.h"
@@ -37,6 +38,8 @@ class Kvm {
 
     Result<int> check_extension(long cap) const;
     Result<std::vector<kvm_cpuid_entry2>> supported_cpuid() const;
+    // Every MSR KVM saves and restores for a vCPU (KVM_GET_MSR_INDEX_LIST).
+    Result<std::vector<uint32_t>> msr_index_list() const;
     Result<VmFd> create_vm() const;
     int fd() const { return fd_.get(); }
 
@@ -66,6 +69,15 @@ class VcpuFd {
     Status get_msrs(std::vector<kvm_msr_entry>& msrs) const;
     Status interrupt(uint32_t vector);
     Status nmi();
+    // The 4096-byte XSAVE area (struct kvm_xsave as the kernel sizes it).
+    Status get_xsave(std::vector<uint8_t>& area) const;
+    Status set_xsave(std::span<const uint8_t> area);
+    Status get_xcrs(kvm_xcrs& x) const;
+    Status set_xcrs(const kvm_xcrs& x);
+    Status get_debugregs(kvm_debugregs& d) const;
+    Status set_debugregs(const kvm_debugregs& d);
+    Status get_mp_state(kvm_mp_state& m) const;
+    Status set_mp_state(const kvm_mp_state& m);
     Status get_vcpu_events(kvm_vcpu_events& e) const;
     Status set_vcpu_events(const kvm_vcpu_events& e);
     Result<uint32_t> get_tsc_khz() const;

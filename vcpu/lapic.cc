@@ -1,5 +1,6 @@
 #include "vcpu/lapic.h"
 
+#include <algorithm>
 #include <bit>
 
 namespace kv {
@@ -287,6 +288,56 @@ void Lapic::shift_timer(uint64_t ns) {
     if (timer_deadline_ns_ == 0) return;
     timer_start_ns_ += ns;
     timer_deadline_ns_ += ns;
+}
+
+LapicState Lapic::save(uint64_t now_ns) const {
+    std::lock_guard lk(mu_);
+    LapicState s;
+    s.id = id_;
+    s.tpr = tpr_;
+    s.ldr = ldr_;
+    s.dfr = dfr_;
+    s.svr = svr_;
+    s.esr = esr_;
+    s.icr_low = icr_low_;
+    s.icr_high = icr_high_;
+    std::copy(std::begin(lvt_), std::end(lvt_), s.lvt);
+    std::copy(std::begin(isr_), std::end(isr_), s.isr);
+    std::copy(std::begin(tmr_), std::end(tmr_), s.tmr);
+    std::copy(std::begin(irr_), std::end(irr_), s.irr);
+    s.timer_initial = timer_initial_;
+    s.timer_divide = timer_divide_;
+    if (timer_deadline_ns_ != 0) {
+        s.timer_running = 1;
+        s.timer_elapsed_ns = now_ns > timer_start_ns_ ? now_ns - timer_start_ns_ : 0;
+        s.timer_remaining_ns = timer_deadline_ns_ > now_ns ? timer_deadline_ns_ - now_ns : 0;
+    }
+    return s;
+}
+
+void Lapic::restore(const LapicState& s, uint64_t now_ns) {
+    std::lock_guard lk(mu_);
+    id_ = s.id;
+    tpr_ = s.tpr;
+    ldr_ = s.ldr;
+    dfr_ = s.dfr;
+    svr_ = s.svr;
+    esr_ = s.esr;
+    icr_low_ = s.icr_low;
+    icr_high_ = s.icr_high;
+    std::copy(std::begin(s.lvt), std::end(s.lvt), lvt_);
+    std::copy(std::begin(s.isr), std::end(s.isr), isr_);
+    std::copy(std::begin(s.tmr), std::end(s.tmr), tmr_);
+    std::copy(std::begin(s.irr), std::end(s.irr), irr_);
+    timer_initial_ = s.timer_initial;
+    timer_divide_ = s.timer_divide;
+    if (s.timer_running) {
+        timer_start_ns_ = now_ns - std::min(now_ns, s.timer_elapsed_ns);
+        // At least 1 ns ahead: a deadline of 0 means "none".
+        timer_deadline_ns_ = now_ns + std::max<uint64_t>(s.timer_remaining_ns, 1);
+    } else {
+        timer_start_ns_ = timer_deadline_ns_ = 0;
+    }
 }
 
 }  // namespace kv

@@ -14,6 +14,22 @@
 
 namespace kv {
 
+// Everything guest-visible of one LAPIC, its timer relative to the moment of the save
+// (not to this host's clock), so that it restores on another host (vcpu/cpu_state.h). A
+// fixed little-endian layout: it travels as is.
+struct LapicState {
+    uint32_t id = 0, tpr = 0, ldr = 0, dfr = 0, svr = 0, esr = 0;
+    uint32_t icr_low = 0, icr_high = 0;
+    uint32_t lvt[7] = {};
+    uint32_t reserved0 = 0;
+    uint32_t isr[8] = {}, tmr[8] = {}, irr[8] = {};
+    uint32_t timer_initial = 0, timer_divide = 0;
+    uint32_t timer_running = 0, reserved = 0;  // 1: the deadline below is set
+    uint64_t timer_elapsed_ns = 0;             // since the current period began
+    uint64_t timer_remaining_ns = 0;           // until the deadline
+};
+static_assert(sizeof(LapicState) == 192);  // no padding: every field is named
+
 class Lapic {
   public:
     static constexpr uint64_t kBase = 0xFEE00000;
@@ -67,6 +83,10 @@ class Lapic {
     // The vCPU was paused for `ns`: a running timer resumes where it stood (its count and
     // deadline move by the pause), so a pause does not make it fire early or in bursts.
     void shift_timer(uint64_t ns);
+    // The whole state at `now_ns`, and back: the timer resumes with the same elapsed and
+    // remaining time at the restore's `now_ns`. restore() keeps the callbacks and index.
+    LapicState save(uint64_t now_ns) const;
+    void restore(const LapicState& s, uint64_t now_ns);
     void set_tpr(uint8_t tpr);
     uint8_t tpr() const;
 

@@ -219,6 +219,7 @@ bool Vcpu::pause_point() {
     if (!pause_) return true;
     const uint64_t start = monotonic_ns();
     paused_ = true;
+    pause_start_ns_ = start;
     cv_.notify_all();  // wait_paused()
     cv_.wait(lk, [&] { return stop_ || !pause_; });
     paused_ = false;
@@ -227,6 +228,113 @@ bool Vcpu::pause_point() {
     lk.unlock();
     lapic_.shift_timer(ns);
     return !stop_;
+}
+
+Result<CpuState> Vcpu::save_state(std::span<const uint32_t> msr_indices) {
+    CpuState s;
+    uint64_t lapic_now;
+    {
+        std::lock_guard lk(mu_);
+        if (started_ && !paused_ && !finished_)
+            return Error{"vCPU " + std::to_string(index_) + ": save_state while it runs"};
+        lapic_now = paused_ ? pause_start_ns_ : monotonic_ns();
+        s.run.waiting_for_sipi = state_ == VcpuState::WaitForSipi;
+        s.run.init_pending = init_pending_;
+        s.run.sipi_vector = sipi_vector_ ? uint32_t(*sipi_vector_) + 1 : 0;
+    }
+    s.run.nmi_pending = nmi_pending_.load(std::memory_order_acquire);
+    s.run.extint = extint_.load(std::memory_order_acquire);
+    const std::string who = "vCPU " + std::to_string(index_) + ": ";
+    auto wrap = [&](Status st) -> Status {
+        if (!st) return Error{who + st.error().message};
+        return {};
+    };
+    KV_TRY(wrap(fd_.get_regs(s.regs)));
+    KV_TRY(wrap(fd_.get_sregs(s.sregs)));
+    KV_TRY(wrap(fd_.get_fpu(s.fpu)));
+    // Optional parts: absent where the host's KVM lacks them (the restore then skips them).
+    {
+        std::vector<uint8_t> x;
+        if (fd_.get_xsave(x)) s.xsave = std::move(x);
+    }
+    if (kvm_xcrs x{}; fd_.get_xcrs(x)) s.xcrs = x;
+    if (kvm_debugregs d{}; fd_.get_debugregs(d)) s.debugregs = d;
+    KV_TRY(wrap(fd_.get_vcpu_events(s.events)));
+    KV_TRY(wrap(fd_.get_mp_state(s.mp_state)));
+    // KVM_GET_MSRS stops at the first MSR it cannot read: skip that one and go on.
+    std::vector<uint32_t> left(msr_indices.begin(), msr_indices.end());
+    while (!left.empty() && s.msrs.size() < CpuState::kMaxMsrs) {
+        std::vector<kvm_msr_entry> batch;
+        for (uint32_t i : left) batch.push_back(kvm_msr_entry{i, 0, 0});
+        KV_TRY(wrap(fd_.get_msrs(batch)));
+        s.msrs.insert(s.msrs.end(), batch.begin(), batch.end());
+        left.erase(left.begin(), left.begin() + long(std::min(left.size(), batch.size() + 1)));
+    }
+    if (s.msrs.size() > CpuState::kMaxMsrs) s.msrs.resize(CpuState::kMaxMsrs);
+    // Keep the MSRs the vCPU also lets write (the paravirtual ones of features its CPUID
+    // does not offer read as 0 but refuse a write, so a restore would fail on them).
+    // Writing back the value just read changes nothing; the answer is kept per index.
+    std::vector<kvm_msr_entry> keep;
+    for (const auto& m : s.msrs) {
+        auto known = msr_writable_.find(m.index);
+        bool ok;
+        if (known != msr_writable_.end()) {
+            ok = known->second;
+        } else {
+            ok = fd_.set_msrs({m}).ok();
+            msr_writable_[m.index] = ok;
+        }
+        if (ok) keep.push_back(m);
+    }
+    s.msrs = std::move(keep);
+    s.lapic = lapic_.save(lapic_now);
+    return s;
+}
+
+Status Vcpu::restore_state(const CpuState& s) {
+    uint64_t lapic_now;
+    {
+        std::lock_guard lk(mu_);
+        if (started_ && !paused_ && !finished_)
+            return Error{"vCPU " + std::to_string(index_) + ": restore_state while it runs"};
+        lapic_now = paused_ ? pause_start_ns_ : monotonic_ns();
+    }
+    const std::string who = "vCPU " + std::to_string(index_) + ": restore: ";
+    auto wrap = [&](Status st) -> Status {
+        if (!st) return Error{who + st.error().message};
+        return {};
+    };
+    // sregs before regs and the MSRs (EFER and the mode decide what the rest means).
+    KV_TRY(wrap(fd_.set_sregs(s.sregs)));
+    KV_TRY(wrap(fd_.set_regs(s.regs)));
+    if (!s.xsave.empty())
+        KV_TRY(wrap(fd_.set_xsave(s.xsave)));
+    else
+        KV_TRY(wrap(fd_.set_fpu(s.fpu)));
+    if (s.xcrs) KV_TRY(wrap(fd_.set_xcrs(*s.xcrs)));
+    if (s.debugregs) KV_TRY(wrap(fd_.set_debugregs(*s.debugregs)));
+    std::vector<kvm_msr_entry> msrs;
+    for (const auto& m : s.msrs)
+        if (m.index != 0x10) msrs.push_back(kvm_msr_entry{m.index, 0, m.data});  // not the TSC
+    if (!msrs.empty()) KV_TRY(wrap(fd_.set_msrs(msrs)));
+    kvm_vcpu_events ev = s.events;
+    ev.flags = (s.events.flags & (KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM)) |
+               KVM_VCPUEVENT_VALID_NMI_PENDING;
+    KV_TRY(wrap(fd_.set_vcpu_events(ev)));
+    KV_TRY(wrap(fd_.set_mp_state(s.mp_state)));
+    lapic_.restore(s.lapic, lapic_now);
+    {
+        std::lock_guard lk(mu_);
+        state_ = s.run.waiting_for_sipi ? VcpuState::WaitForSipi : VcpuState::Running;
+        init_pending_ = s.run.init_pending != 0;
+        if (s.run.sipi_vector)
+            sipi_vector_ = uint8_t(s.run.sipi_vector - 1);
+        else
+            sipi_vector_.reset();
+    }
+    nmi_pending_.store(s.run.nmi_pending != 0, std::memory_order_release);
+    extint_.store(s.run.extint != 0, std::memory_order_release);
+    return {};
 }
 
 void Vcpu::join() {

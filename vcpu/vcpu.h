@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "vcpu/cpu_state.h"
 #include "vcpu/ipi_router.h"
 #include "vcpu/kvm.h"
 #include "vcpu/lapic.h"
@@ -101,6 +103,17 @@ class Vcpu : public InterruptTarget {
     bool wait_paused(std::chrono::milliseconds timeout);
     void resume();
     VcpuRunState run_state() const;
+
+    // The vCPU's whole state (cpu_state.h), from any thread while it is paused or has never
+    // run here (Parked); `msr_indices` is KVM_GET_MSR_INDEX_LIST (Kvm::msr_index_list()),
+    // of which the MSRs the vCPU lets read are saved. The LAPIC timer is taken as it stood
+    // when the vCPU paused (guest time stands still during a pause).
+    Result<CpuState> save_state(std::span<const uint32_t> msr_indices);
+    // Loads `s` into this vCPU, which must be paused or parked; when it runs it continues
+    // where the saved vCPU stood. The guest TSC (MSR 0x10) is not written: each node keeps
+    // its own guest TSC offset, which the caller sets (one TSC across nodes, docs/control.md).
+    // A vCPU saved while halted resumes after its HLT, as after a spurious wake-up.
+    Status restore_state(const CpuState& s);
     // Nanoseconds this vCPU has spent paused in all (read at any time).
     uint64_t paused_ns() const { return paused_ns_.load(std::memory_order_relaxed); }
     // monotonic_ns() when start() ran (0: never started here).
@@ -161,8 +174,11 @@ class Vcpu : public InterruptTarget {
     std::condition_variable cv_;
     VcpuState state_ = VcpuState::WaitForSipi;
     bool stop_ = false;
-    bool pause_ = false;     // under mu_: a pause is asked
-    bool paused_ = false;    // under mu_: the thread is parked at its pause point
+    bool pause_ = false;           // under mu_: a pause is asked
+    bool paused_ = false;          // under mu_: the thread is parked at its pause point
+    uint64_t pause_start_ns_ = 0;  // under mu_: when it parked (valid while paused_)
+    // save_state(): whether KVM lets this vCPU write each MSR index (one caller at a time).
+    std::map<uint32_t, bool> msr_writable_;
     bool started_ = false;   // under mu_: start() ran
     bool finished_ = false;  // under mu_: the thread has ended
     std::atomic<uint64_t> paused_ns_{0};

@@ -239,6 +239,98 @@ TEST(KvmGuest, PauseResume) {
     EXPECT_GE(vm->vcpu(0).paused_ns(), 3 * 200'000'000ull);
 }
 
+// The vCPU state value on a real KVM: a counting vCPU is paused, its whole state saved
+// and encoded, its registers wrecked (RIP, RSP and RFLAGS of nonsense: run like that it
+// would fault at once), the decoded state restored, and after resume the count goes on
+// and the guest ends normally. A second save after the restore equals the first, but for
+// the TSC (which runs) and the LAPIC timer's times.
+TEST(KvmGuest, StateSaveRestore) {
+    auto vm = make_vm(1);
+    ASSERT_TRUE(vm);
+    auto msr_list = vm->kvm().msr_index_list();
+    ASSERT_TRUE(msr_list) << msr_list.error().message;
+    kvt_params p{};
+    p.scenario = KVT_SCENARIO_COUNT;
+    const Gpa count_gpa(KVT_RESULTS_GPA + offsetof(kvt_results, count));
+    const Gpa stop_gpa(KVT_PARAMS_GPA + offsetof(kvt_params, count_stop));
+    std::vector<std::string> problems;
+    size_t msrs_saved = 0, encoded_bytes = 0;
+    auto during = [&](TestVm& t) {
+        auto count = [&] {
+            uint64_t c = 0;
+            if (!t.memory().read_obj(count_gpa, c).ok()) problems.push_back("count unreadable");
+            return c;
+        };
+        auto moves_past = [&](uint64_t v) {
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+            while (count() <= v)
+                if (std::chrono::steady_clock::now() > deadline) return false;
+            return true;
+        };
+        Vcpu& v = t.vcpu_mut(0);
+        if (!moves_past(0)) problems.push_back("the guest never started counting");
+        v.request_pause();
+        if (!v.wait_paused(std::chrono::seconds(30))) {
+            problems.push_back("the vCPU did not pause");
+            return;
+        }
+        auto saved = v.save_state(*msr_list);
+        if (!saved) {
+            problems.push_back("save: " + saved.error().message);
+            v.resume();
+            return;
+        }
+        msrs_saved = saved->msrs.size();
+        const auto bytes = saved->encode();
+        encoded_bytes = bytes.size();
+        auto decoded = CpuState::decode(bytes);
+        if (!decoded) problems.push_back("decode: " + decoded.error().message);
+        kvm_regs wreck = saved->regs;
+        wreck.rip = 0xdead0000;
+        wreck.rsp = 0x1;
+        wreck.rflags = 0x2;
+        if (!v.fd().set_regs(wreck).ok()) problems.push_back("cannot wreck the registers");
+        if (decoded) {
+            if (auto st = v.restore_state(*decoded); !st)
+                problems.push_back("restore: " + st.error().message);
+            auto again = v.save_state(*msr_list);
+            if (!again) {
+                problems.push_back("second save: " + again.error().message);
+            } else {
+                if (std::memcmp(&again->regs, &saved->regs, sizeof saved->regs) != 0)
+                    problems.push_back("registers differ after the restore");
+                if (std::memcmp(&again->sregs, &saved->sregs, sizeof saved->sregs) != 0)
+                    problems.push_back("special registers differ after the restore");
+                if (again->xsave != saved->xsave) problems.push_back("XSAVE area differs");
+                // Not the counters that run: the TSC, Hyper-V's VP runtime and reference
+                // time count.
+                auto runs = [](uint32_t i) {
+                    return i == 0x10 || i == 0x40000010 || i == 0x40000020;
+                };
+                for (const auto& m : saved->msrs)
+                    if (!runs(m.index) && again->msr(m.index) != m.data)
+                        problems.push_back("MSR " + std::to_string(m.index) + " differs");
+                LapicState a = again->lapic, b = saved->lapic;
+                a.timer_elapsed_ns = b.timer_elapsed_ns = a.timer_remaining_ns =
+                    b.timer_remaining_ns = 0;
+                if (std::memcmp(&a, &b, sizeof a) != 0) problems.push_back("LAPIC differs");
+            }
+        }
+        const uint64_t at = count();
+        v.resume();
+        if (!moves_past(at)) problems.push_back("the count did not move after the restore");
+        uint32_t one = 1;
+        if (!t.memory().write_obj(stop_gpa, one).ok()) problems.push_back("cannot stop the guest");
+    };
+    auto run = vm->run(p, std::chrono::seconds(120), during);
+    ASSERT_TRUE(run) << run.error().message;
+    for (const auto& pr : problems) ADD_FAILURE() << pr;
+    EXPECT_TRUE(run->passed()) << run->describe();
+    EXPECT_GT(msrs_saved, 10u) << "KVM_GET_MSR_INDEX_LIST gave " << msr_list->size();
+    std::printf("vCPU state: %zu MSRs of %zu listed, %zu bytes encoded\n", msrs_saved,
+                msr_list->size(), encoded_bytes);
+}
+
 }  // namespace
 }  // namespace kv::kvmtest
 

@@ -82,6 +82,7 @@ class TestVm : private IoHandler {
 
     const IpiRouter& router() const { return *router_; }
     const Vcpu& vcpu(uint32_t i) const { return *vcpus_.at(i); }
+    const Kvm& kvm() const { return *kvm_; }
 
   private:
     TestVm() = default;
