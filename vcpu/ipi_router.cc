@@ -41,7 +41,7 @@ void IpiRouter::set_addressing_listener(std::function<void(uint32_t, const Lapic
 
 void IpiRouter::apply_remote_addressing(uint32_t vcpu, const Lapic::Addressing& a) {
     std::lock_guard lk(mu_);
-    if (vcpu < table_.size() && !local_[vcpu]) table_[vcpu] = a;
+    if (vcpu < table_.size()) table_[vcpu] = a;
 }
 
 bool IpiRouter::is_local(uint32_t vcpu) const {

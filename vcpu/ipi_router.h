@@ -42,7 +42,9 @@ class IpiRouter {
     // announces it to the other nodes).
     void update_addressing(uint32_t vcpu, const Lapic::Addressing& a);
     void set_addressing_listener(std::function<void(uint32_t, const Lapic::Addressing&)> l);
-    // Another node announced a change of one of its LAPICs: the table only.
+    // Another node announced a change of a LAPIC it runs: the table only. Applied even for a
+    // vCPU attached here: over several nodes every vCPU is attached on every node (through
+    // the placement table, vmm/node/placement.h), and only the node running it announces.
     void apply_remote_addressing(uint32_t vcpu, const Lapic::Addressing& a);
     // A message another node routed to local vCPU `vcpu` (its destination already resolved).
     // False if `vcpu` is not local.

@@ -154,10 +154,21 @@ Status Vcpu::set_boot_state(const kvm_regs& regs, const kvm_sregs& sregs) {
 }
 
 void Vcpu::start(bool bsp) {
-    install_kick_handler();
     {
         std::lock_guard lk(mu_);
         state_ = bsp ? VcpuState::Running : VcpuState::WaitForSipi;
+    }
+    start_thread();
+}
+
+void Vcpu::start_restored() {
+    start_thread();
+}
+
+void Vcpu::start_thread() {
+    install_kick_handler();
+    {
+        std::lock_guard lk(mu_);
         started_ = true;
     }
     started_ns_.store(monotonic_ns(), std::memory_order_relaxed);
@@ -333,7 +344,10 @@ Status Vcpu::restore_state(const CpuState& s) {
             sipi_vector_.reset();
     }
     nmi_pending_.store(s.run.nmi_pending != 0, std::memory_order_release);
-    extint_.store(s.run.extint != 0, std::memory_order_release);
+    // Not extint: the PIC's INTR wire belongs to this node (only the I/O node has a PIC),
+    // not to the vCPU; the saved value only says what it was where the vCPU stood.
+    // The other vCPUs find this one by its restored APIC ID and logical destination.
+    if (env_.router) env_.router->update_addressing(index_, lapic_.addressing());
     return {};
 }
 

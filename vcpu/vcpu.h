@@ -91,6 +91,9 @@ class Vcpu : public InterruptTarget {
     Status set_boot_state(const kvm_regs& regs, const kvm_sregs& sregs);
     // Starts the thread: the BSP runs at once, APs wait for INIT/SIPI.
     void start(bool bsp);
+    // Starts the thread of a vCPU that was never started here, after restore_state(): it
+    // goes on as the restored state says (running, or waiting for SIPI).
+    void start_restored();
     void request_stop();
     void join();
 
@@ -151,6 +154,7 @@ class Vcpu : public InterruptTarget {
 
   private:
     Vcpu(uint32_t index, uint32_t apic_id, VcpuFd fd, VcpuEnv env);
+    void start_thread();
     void thread_main();
     bool run_once();  // false when the vCPU stops
     void inject_pending();

@@ -30,6 +30,7 @@
 #include "vmm/devices/uart_8250.h"
 #include "vmm/node/node_control.h"
 #include "vmm/node/node_link.h"
+#include "vmm/node/placement.h"
 
 namespace kv {
 
@@ -84,11 +85,21 @@ Status Machine::connect_cluster(const std::optional<ConfigDigest>& given) {
     }
     auth_ = std::make_unique<ClusterKeyAuth>(self_, cl.key, digest);
     NodeLink::Host host;
-    host.deliver_ipi = [this](uint32_t vcpu, const InterruptMessage& m) {
-        if (!router_->deliver_from_remote(vcpu, m))
+    // Every interrupt for a vCPU goes through the placement table: delivered here if the
+    // vCPU runs here, held if it is arriving, sent on to its node otherwise.
+    placement_ = std::make_unique<VcpuPlacement>(
+        self_, topo_.node_of,
+        [this](NodeId to, uint32_t vcpu, const InterruptMessage& m, uint64_t epoch) {
+            link_->send_ipi(to, vcpu, m, epoch);
+        });
+    host.deliver_ipi = [this](uint32_t vcpu, const InterruptMessage& m, uint64_t epoch) {
+        if (vcpu >= topo_.num_vcpus()) {
             request_stop(StopReason::Failed, "an interrupt for vCPU " + std::to_string(vcpu) +
-                                                 " reached node " + std::to_string(self_) +
-                                                 ", which does not run it");
+                                                 ", which the guest does not have, reached node " +
+                                                 std::to_string(self_));
+            return;
+        }
+        placement_->deliver(vcpu, m, epoch);
     };
     host.apply_addressing = [this](uint32_t vcpu, const Lapic::Addressing& a) {
         router_->apply_remote_addressing(vcpu, a);
@@ -141,9 +152,6 @@ Status Machine::connect_cluster(const std::optional<ConfigDigest>& given) {
     transport_ = std::move(t).value();
     link_->attach(*transport_);
     KV_TRY(engine_->start(*transport_));
-    router_->set_remote_sink([this](uint32_t vcpu, const InterruptMessage& m) {
-        link_->send_ipi(topo_.node_of[vcpu], vcpu, m);
-    });
     router_->set_addressing_listener(
         [this](uint32_t vcpu, const Lapic::Addressing& a) { link_->announce_addressing(vcpu, a); });
     return {};
@@ -158,14 +166,7 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
         return Error{"vcpus: the nodes' vCPUs need APIC IDs up to " +
                      std::to_string(topo_.max_apic_id()) +
                      ", more than xAPIC allows (254 with the IOAPIC's)"};
-    if (multi_) {
-        config::VcpuRange r = cfg.cluster.node_vcpus(self_);
-        first_vcpu_ = r.first;
-        local_vcpus_ = r.count;
-    } else {
-        first_vcpu_ = 0;
-        local_vcpus_ = cfg.vcpus;
-    }
+    migratable_.assign(topo_.num_vcpus(), true);
     // The user's input (memory, kernel, initrd) is checked before KVM is needed, so a
     // machine without a usable /dev/kvm still reports a bad kernel as such.
     auto mem = GuestMemory::create(cfg.memory);
@@ -262,7 +263,9 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
 }
 
 Status Machine::create_vm_and_vcpus() {
-    const uint32_t n = local_vcpus_;
+    // Every vCPU of the guest on every node: those placed elsewhere are copies that wait,
+    // never started, for a migration to bring their vCPU here (docs/migration.md).
+    const uint32_t n = topo_.num_vcpus();
     auto max = kvm_->check_extension(KVM_CAP_MAX_VCPUS);
     if (max && *max > 0 && n > uint32_t(*max))
         return Error{"vcpus: " + std::to_string(n) + " is more than this host's KVM allows (" +
@@ -277,7 +280,12 @@ Status Machine::create_vm_and_vcpus() {
 
     auto supported = kvm_->supported_cpuid();
     if (!supported) return supported.error();
-    for (uint32_t i = first_vcpu_; i < first_vcpu_ + n; ++i) {
+    if (auto list = kvm_->msr_index_list())
+        msr_indices_ = std::move(list).value();
+    else
+        KV_WARN("KVM_GET_MSR_INDEX_LIST: %s (a vCPU's MSRs cannot migrate)",
+                list.error().message.c_str());
+    for (uint32_t i = 0; i < n; ++i) {
         VcpuEnv env;
         env.io = this;
         env.router = router_.get();
@@ -300,7 +308,12 @@ Status Machine::create_vm_and_vcpus() {
             if (auto st = (*v)->fd().set_tsc_offset(*tsc_offset_); !st)
                 return Error{"vCPU " + std::to_string(i) + ": " + st.error().message};
         }
-        router_->attach_local(i, v->get());
+        if (placement_) {
+            placement_->attach(i, v->get());
+            router_->attach_local(i, placement_->router_target(i));
+        } else {
+            router_->attach_local(i, v->get());
+        }
         vcpus_.push_back(std::move(v).value());
     }
     if (tsc_offset_ && !vcpus_.empty()) {
@@ -474,7 +487,8 @@ StopEvent Machine::run() {
         if (auto s = pit_->start(); !s)
             return StopEvent{StopReason::Failed, "pit: " + s.error().message};
     }
-    for (size_t i = 0; i < vcpus_.size(); ++i) vcpus_[i]->start(vcpus_[i]->index() == 0);
+    for (size_t i = 0; i < vcpus_.size(); ++i)
+        if (runs_here(uint32_t(i))) vcpus_[i]->start(i == 0);
     std::unique_lock lk(stop_mu_);
     if (multi_ && log_level() <= LogLevel::Info) {
         // Progress of a multi-node guest every 10 s (--log-level info): a node waiting on

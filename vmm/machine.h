@@ -42,6 +42,7 @@ class ConsoleOutput;
 class NodeLink;
 class NodeControl;
 class MessageRouter;
+class VcpuPlacement;
 enum class ControlOp : uint64_t;
 class CoherenceEngine;
 class Transport;
@@ -102,6 +103,27 @@ class Machine : public IoHandler, public IrqChip {
     void set_event_sink(EventSink sink);
     // The ACPI power button (system_powerdown): the guest decides what to do with it.
     void press_power_button();
+    // Moves vCPU `vcpu` to node `node` (docs/migration.md): it is paused at an exit
+    // boundary where it runs, its state (CpuState) restored into the target node's copy,
+    // every node's placement updated, then it runs there (unless the guest is paused).
+    // Errors: Generic (no such vCPU or node, or a single-node guest), Refused (the vCPU
+    // may not migrate, or cannot now), Timeout / PeerLost (a node did not answer; the vCPU
+    // then runs on where it was, if that node is still there). On the I/O node, from the
+    // control thread.
+    struct Migration {
+        uint32_t vcpu = 0, from = 0, to = 0;
+        uint64_t epoch = 0;     // the vCPU's migrations so far, this one included
+        uint64_t pause_ns = 0;  // from its pause on `from` to its run on `to`, at most
+        uint64_t total_ns = 0;  // the whole command
+        uint64_t save_ns = 0, restore_ns = 0;  // of the state, on `from` and on `to`
+        bool moved = false;                    // false: it was on `node` already
+    };
+    Result<Migration> migrate_vcpu(uint32_t vcpu, uint32_t node);
+    // Kerrighed's CAN_MIGRATE: whether migrate_vcpu() may move `vcpu` ([vcpu.N] migrate).
+    Status set_vcpu_migratable(uint32_t vcpu, bool migratable);
+    bool vcpu_migratable(uint32_t vcpu) const;
+    uint32_t num_vcpus() const { return topo_.num_vcpus(); }
+    uint32_t num_nodes() const { return topo_.num_nodes; }
     // Guest physical memory for the control plane (memory-read): over several nodes a page
     // held elsewhere is fetched by the coherence engine, as for a vCPU. Errors name the
     // range when it is not guest RAM. Not from a thread that serves the interconnect.
@@ -132,13 +154,27 @@ class Machine : public IoHandler, public IrqChip {
     Status resume_local(uint64_t cycles);
     // A request of the I/O node's control plane (NodeControl's worker thread).
     Result<control::Json> serve_control(ControlOp op, const control::Json& args);
+    // vCPU v runs on this node (always, on a single-node guest).
+    bool runs_here(uint32_t v) const;
+    // This node's steps of a migration (migrate_vcpu; docs/migration.md).
+    Result<std::vector<uint8_t>> migrate_out_local(uint32_t v, uint32_t to, uint64_t epoch,
+                                                   bool run, std::chrono::milliseconds timeout,
+                                                   uint64_t& pause_wait_ns, uint64_t& save_ns);
+    Status migrate_in_local(uint32_t v, uint64_t epoch, const std::vector<uint8_t>* state,
+                            bool run);
+    void run_here(uint32_t v);
+    Result<control::Json> serve_migration_step(ControlOp op, const control::Json& args);
+    // A step on node `k`: here, or asked over the cluster control.
+    Result<control::Json> step_on(uint32_t k, ControlOp op, const control::Json& args,
+                                  std::chrono::milliseconds timeout);
     void emit_event(const std::string& name, const control::Json& data);
     // Stops the vCPUs and tears the node's links down (run()'s end and the destructor).
     void shut_down();
 
     // The devices' time base (single node): stands still while the guest is paused.
     std::shared_ptr<PausableClock> device_clock_;
-    mutable std::mutex pause_mu_;            // taken alone, by the control thread's calls
+    mutable std::mutex pause_mu_;            // taken alone, by the control thread's calls:
+                                             // pause, resume and migrations, one at a time
     std::optional<uint64_t> paused_at_tsc_;  // under pause_mu_: host TSC when paused
     // Multi-node: cycles taken out of the guest TSC by pauses so far (tsc_offset_ minus
     // this is the vCPUs' KVM offset), and the guest TSC the devices read while paused.
@@ -152,9 +188,13 @@ class Machine : public IoHandler, public IrqChip {
     uint32_t self_ = 0;   // this node (0 for a single-node guest)
     bool multi_ = false;  // a multi-node guest
     GuestTopology topo_;
-    uint32_t first_vcpu_ = 0, local_vcpus_ = 0;  // this node's vCPUs
-    std::optional<uint64_t> tsc_offset_;         // KVM TSC offset of this node's vCPUs
-    std::atomic<uint64_t> tsc_khz_{0};  // node 0 of a multi-node guest: the TSC's real rate
+    // Multi-node: where each vCPU runs and where its interrupts go (every node has a copy
+    // of every vCPU in vcpus_, by index; only those placed here run).
+    std::unique_ptr<VcpuPlacement> placement_;
+    std::vector<uint32_t> msr_indices_;   // KVM_GET_MSR_INDEX_LIST, for the vCPU state
+    std::vector<bool> migratable_;        // under pause_mu_: by vCPU
+    std::optional<uint64_t> tsc_offset_;  // KVM TSC offset of this node's vCPUs
+    std::atomic<uint64_t> tsc_khz_{0};    // node 0 of a multi-node guest: the TSC's real rate
     std::optional<Kvm> kvm_;
     VmFd vm_;
     std::optional<GuestMemory> mem_;

@@ -8,19 +8,28 @@
 #include "vmm/machine.h"
 #include "vmm/node/node_control.h"
 #include "vmm/node/node_link.h"
+#include "vmm/node/placement.h"
 
 namespace kv {
 
 using control::Json;
 
+bool Machine::runs_here(uint32_t v) const {
+    return !placement_ || placement_->here(v);
+}
+
 Status Machine::pause_local(std::chrono::milliseconds timeout) {
-    for (auto& v : vcpus_) v->request_pause();
+    // The vCPUs placed here; the copies of those placed elsewhere never run here.
+    for (auto& v : vcpus_)
+        if (runs_here(v->index())) v->request_pause();
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (auto& v : vcpus_) {
+        if (!runs_here(v->index())) continue;
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
         if (!v->wait_paused(std::max(left, std::chrono::milliseconds(0)))) {
-            for (auto& w : vcpus_) w->resume();
+            for (auto& w : vcpus_)
+                if (runs_here(w->index())) w->resume();
             return Error{"vCPU " + std::to_string(v->index()) +
                              " did not reach an exit boundary within " +
                              std::to_string(timeout.count()) + " ms",
@@ -39,6 +48,8 @@ Status Machine::pause_local(std::chrono::milliseconds timeout) {
 
 Status Machine::resume_local(uint64_t cycles) {
     Status result;
+    // Every copy's TSC offset moves, run here or not: a vCPU that arrives later must read
+    // the same guest TSC as the others.
     for (auto& v : vcpus_) {
         auto off = v->fd().get_tsc_offset();
         Status st = off ? v->fd().set_tsc_offset(*off - cycles) : Status(off.error());
@@ -50,7 +61,8 @@ Status Machine::resume_local(uint64_t cycles) {
     if (device_clock_) device_clock_->resume();
     // The vCPUs run again even if an offset could not be moved: a guest left paused for
     // good would be worse than a TSC that jumped (the error says which vCPU).
-    for (auto& v : vcpus_) v->resume();
+    for (auto& v : vcpus_)
+        if (runs_here(v->index())) v->resume();
     return result;
 }
 
@@ -119,6 +131,11 @@ Result<Json> Machine::serve_control(ControlOp op, const Json& args) {
         }
         case ControlOp::Query:
             return node_report();
+        case ControlOp::MigrateOut:
+        case ControlOp::MigrateIn:
+        case ControlOp::Placement:
+        case ControlOp::Run:
+            return serve_migration_step(op, args);
     }
     return Error{"unknown control operation"};
 }
@@ -126,6 +143,7 @@ Result<Json> Machine::serve_control(ControlOp op, const Json& args) {
 std::vector<Machine::VcpuInfo> Machine::vcpu_info() const {
     std::vector<VcpuInfo> out;
     for (const auto& v : vcpus_) {
+        if (!runs_here(v->index())) continue;  // its node reports it
         VcpuInfo i;
         i.index = v->index();
         i.node = self_;
@@ -160,8 +178,8 @@ Json Machine::node_report() const {
     } else {
         r["address"] = "local";
     }
-    const bool any_paused = std::any_of(vcpus_.begin(), vcpus_.end(), [](const auto& v) {
-        return v->run_state() == VcpuRunState::Paused;
+    const bool any_paused = std::any_of(vcpus_.begin(), vcpus_.end(), [this](const auto& v) {
+        return runs_here(v->index()) && v->run_state() == VcpuRunState::Paused;
     });
     r["state"] = any_paused ? "paused" : "running";
     Json vcpus = Json::array();

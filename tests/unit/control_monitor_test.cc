@@ -59,6 +59,28 @@ TEST(Cli, AliasesAndArguments) {
     ASSERT_TRUE(std::holds_alternative<std::string>(r));
     EXPECT_EQ(std::get<std::string>(r), "argument 'now' is not KEY=VALUE");
     EXPECT_EQ(alias_of("query-vcpus"), "vcpus");
+    EXPECT_EQ(alias_of("migrate-vcpu"), "migrate");
+}
+
+TEST(Cli, PlainValuesFillTheCommandsPositionalArguments) {
+    auto r = parse_command({"migrate", "1", "0"});
+    ASSERT_TRUE(std::holds_alternative<Request>(r));
+    EXPECT_EQ(std::get<Request>(r).cmd, "migrate-vcpu");
+    EXPECT_EQ(std::get<Request>(r).args, (Json{{"vcpu", 1}, {"node", 0}}));
+    // Mixed: a plain value, then KEY=VALUE.
+    r = parse_command({"xp", "0x101000", "size=16"});
+    ASSERT_TRUE(std::holds_alternative<Request>(r));
+    EXPECT_EQ(std::get<Request>(r).args, (Json{{"address", 0x101000u}, {"size", 16}}));
+    // yes/no are booleans.
+    r = parse_command({"capability", "2", "no"});
+    ASSERT_TRUE(std::holds_alternative<Request>(r));
+    EXPECT_EQ(std::get<Request>(r).cmd, "set-vcpu-capability");
+    EXPECT_EQ(std::get<Request>(r).args, (Json{{"vcpu", 2}, {"migrate", false}}));
+    // One value too many is named.
+    r = parse_command({"migrate", "1", "0", "2"});
+    ASSERT_TRUE(std::holds_alternative<std::string>(r));
+    EXPECT_EQ(std::get<std::string>(r),
+              "argument '2' is not KEY=VALUE (migrate-vcpu takes at most 2 plain values)");
     EXPECT_EQ(alias_of("quit"), "");
     EXPECT_EQ(split_words("  stop \t why=x  "), (std::vector<std::string>{"stop", "why=x"}));
 }

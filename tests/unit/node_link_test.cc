@@ -24,6 +24,7 @@ struct Recorder {
     std::mutex mu;
     std::condition_variable cv;
     std::vector<std::pair<uint32_t, InterruptMessage>> ipis;
+    std::vector<uint64_t> ipi_epochs;
     std::vector<std::pair<uint32_t, Lapic::Addressing>> addressing;
     std::vector<uint8_t> eois;
     std::optional<std::pair<StopReason, std::string>> stop;
@@ -31,9 +32,10 @@ struct Recorder {
 
     NodeLink::Host host() {
         NodeLink::Host h;
-        h.deliver_ipi = [this](uint32_t v, const InterruptMessage& m) {
+        h.deliver_ipi = [this](uint32_t v, const InterruptMessage& m, uint64_t epoch) {
             std::lock_guard lk(mu);
             ipis.emplace_back(v, m);
+            ipi_epochs.push_back(epoch);
             cv.notify_all();
         };
         h.apply_addressing = [this](uint32_t v, const Lapic::Addressing& a) {
@@ -93,12 +95,12 @@ TEST(NodeLink, IpiReachesTheTargetNodeWithItsModeAndVector) {
     InterruptMessage m;
     m.vector = 0xFB;
     m.mode = DeliveryMode::Fixed;
-    p.link0.send_ipi(1, 3, m);
+    p.link0.send_ipi(1, 3, m, 0);
     InterruptMessage init;
     init.mode = DeliveryMode::Init;
     init.level_triggered = true;
     init.assert = true;
-    p.link0.send_ipi(1, 2, init);
+    p.link0.send_ipi(1, 2, init, 7);
     ASSERT_TRUE(p.rec1.wait([&] { return p.rec1.ipis.size() == 2; }));
     EXPECT_EQ(p.rec1.ipis[0].first, 3u);
     EXPECT_EQ(p.rec1.ipis[0].second.vector, 0xFB);
@@ -107,6 +109,9 @@ TEST(NodeLink, IpiReachesTheTargetNodeWithItsModeAndVector) {
     EXPECT_EQ(p.rec1.ipis[1].second.mode, DeliveryMode::Init);
     EXPECT_TRUE(p.rec1.ipis[1].second.level_triggered);
     EXPECT_TRUE(p.rec1.ipis[1].second.assert);
+    // The sender's placement epoch for the vCPU travels with it.
+    EXPECT_EQ(p.rec1.ipi_epochs[0], 0u);
+    EXPECT_EQ(p.rec1.ipi_epochs[1], 7u);
     EXPECT_EQ(p.link0.counters().ipis_sent.load(), 2u);
     EXPECT_EQ(p.link1.counters().ipis_received.load(), 2u);
 }

@@ -33,8 +33,21 @@ const std::map<std::string, std::string>& command_aliases() {
         {"powerdown", "system_powerdown"},
         {"reset", "system_reset"},
         {"xp", "memory-read"},
+        {"migrate", "migrate-vcpu"},
+        {"capability", "set-vcpu-capability"},
     };
     return aliases;
+}
+
+const std::vector<std::string>& positional_args(const std::string& name) {
+    static const std::map<std::string, std::vector<std::string>> table = {
+        {"memory-read", {"address", "size"}},
+        {"migrate-vcpu", {"vcpu", "node"}},
+        {"set-vcpu-capability", {"vcpu", "migrate"}},
+    };
+    static const std::vector<std::string> none;
+    auto it = table.find(name);
+    return it == table.end() ? none : it->second;
 }
 
 std::string alias_of(const std::string& name) {
@@ -54,11 +67,27 @@ std::variant<Request, std::string> parse_command(const std::vector<std::string>&
     Request r;
     r.cmd = words.at(0);
     if (auto it = command_aliases().find(r.cmd); it != command_aliases().end()) r.cmd = it->second;
+    const auto& positional = positional_args(r.cmd);
+    size_t next_positional = 0;
     for (size_t i = 1; i < words.size(); ++i) {
         size_t eq = words[i].find('=');
-        if (eq == std::string::npos || eq == 0)
-            return "argument '" + words[i] + "' is not KEY=VALUE";
-        std::string key = words[i].substr(0, eq), value = words[i].substr(eq + 1);
+        std::string key, value;
+        if (eq == std::string::npos && next_positional < positional.size()) {
+            key = positional[next_positional++];
+            value = words[i];
+        } else if (eq == std::string::npos || eq == 0) {
+            return "argument '" + words[i] + "' is not KEY=VALUE" +
+                   (positional.empty() ? ""
+                                       : " (" + r.cmd + " takes at most " +
+                                             std::to_string(positional.size()) + " plain values)");
+        } else {
+            key = words[i].substr(0, eq);
+            value = words[i].substr(eq + 1);
+        }
+        if (value == "yes" || value == "no") {
+            r.args[key] = value == "yes";
+            continue;
+        }
         if (auto hex = parse_hex(value)) {
             r.args[key] = *hex;
             continue;

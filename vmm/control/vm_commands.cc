@@ -1,5 +1,7 @@
 #include "vmm/control/vm_commands.h"
 
+#include <algorithm>
+
 #include "vmm/control/server.h"
 #include "vmm/machine.h"
 
@@ -112,7 +114,15 @@ void VmControl::add_commands(CommandTable& t) {
               return with_machine([](Machine& m) -> Reply {
                   Json list = Json::array();
                   for (const auto& r : m.cluster_reports(kQueryTimeout))
-                      for (const auto& v : member(r, "vcpus")) list.push_back(v);
+                      for (const auto& v : member(r, "vcpus")) {
+                          Json row = v;
+                          row["migrate"] = m.vcpu_migratable(v.value("vcpu", 0u));
+                          list.push_back(std::move(row));
+                      }
+                  // By vCPU, wherever each runs.
+                  std::sort(list.begin(), list.end(), [](const Json& a, const Json& b) {
+                      return a.value("vcpu", 0u) < b.value("vcpu", 0u);
+                  });
                   return list;
               });
           });
@@ -211,6 +221,46 @@ void VmControl::add_commands(CommandTable& t) {
                       r["value"] = v;
                   }
                   return r;
+              });
+          });
+    t.add("migrate-vcpu",
+          "move vCPU VCPU to node NODE while the guest runs: paused at an exit boundary, its "
+          "state restored on NODE, every node's placement updated, then it runs there",
+          {{"vcpu", ArgType::Uint, true}, {"node", ArgType::Uint, true}}, [this](const Json& a) {
+              const uint64_t vcpu = a["vcpu"].get<uint64_t>(), node = a["node"].get<uint64_t>();
+              return with_machine([vcpu, node](Machine& m) -> Reply {
+                  if (vcpu >= m.num_vcpus())
+                      return generic_error("Parameter 'vcpu': the guest has vCPUs 0 to " +
+                                           std::to_string(m.num_vcpus() - 1));
+                  if (node >= m.num_nodes())
+                      return generic_error("Parameter 'node': the guest has nodes 0 to " +
+                                           std::to_string(m.num_nodes() - 1));
+                  auto r = m.migrate_vcpu(uint32_t(vcpu), uint32_t(node));
+                  if (!r) return generic_error(r.error().message);
+                  return Json{{"vcpu", r->vcpu},
+                              {"from", r->from},
+                              {"to", r->to},
+                              {"moved", r->moved},
+                              {"epoch", r->epoch},
+                              {"pause_ns", r->pause_ns},
+                              {"total_ns", r->total_ns},
+                              {"save_ns", r->save_ns},
+                              {"restore_ns", r->restore_ns}};
+              });
+          });
+    t.add("set-vcpu-capability",
+          "whether vCPU VCPU may migrate (Kerrighed's CAN_MIGRATE; [vcpu.N] migrate in the "
+          "config)",
+          {{"vcpu", ArgType::Uint, true}, {"migrate", ArgType::Bool, true}}, [this](const Json& a) {
+              const uint64_t vcpu = a["vcpu"].get<uint64_t>();
+              const bool migrate = a["migrate"].get<bool>();
+              return with_machine([vcpu, migrate](Machine& m) -> Reply {
+                  if (vcpu >= m.num_vcpus())
+                      return generic_error("Parameter 'vcpu': the guest has vCPUs 0 to " +
+                                           std::to_string(m.num_vcpus() - 1));
+                  if (auto st = m.set_vcpu_migratable(uint32_t(vcpu), migrate); !st)
+                      return generic_error(st.error().message);
+                  return Json{{"vcpu", vcpu}, {"migrate", migrate}};
               });
           });
     t.add("quit", "end vmm-launch (exit status 0)", {}, [this](const Json&) {

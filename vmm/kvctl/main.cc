@@ -38,9 +38,10 @@ SYNOPSIS
 DESCRIPTION
     kvctl sends one command to the control socket of a guest's I/O node (vmm-launch
     --control PATH) and prints the reply: tables and "key: value" lines, or the reply's
-    JSON with --json. Arguments are KEY=VALUE pairs; a VALUE 0x... (hex) is sent as
-    a number, one that parses as JSON (a number, true, false, a quoted string, an object)
-    as that, any other as a string. The protocol is QMP's (docs/control.md), so QMP tools work too.
+    JSON with --json. Arguments are KEY=VALUE pairs (some commands take plain values
+    first, as listed below); a VALUE 0x... (hex) is sent as a number, yes and no as true
+    and false, one that parses as JSON (a number, true, false, a quoted string, an
+    object) as that, any other as a string. The protocol is QMP's (docs/control.md), so QMP tools work too.
 
     Without a COMMAND, kvctl is an interactive console: one command a line, in the same
     form (COMMAND [KEY=VALUE ...]), with line editing, history (~/.kvctl_history) and
@@ -64,13 +65,19 @@ COMMANDS
                              press the ACPI power button
     reset (system_reset)     reset the guest (vmm-launch's on-reboot decides)
     quit                     end vmm-launch (exit status 0)
-    xp (memory-read) address=ADDR [size=N]
+    xp (memory-read) ADDR [N]
                              N (1..4096, default 8) bytes of guest physical memory
                              at ADDR, as hex, and up to 8 bytes as a number
+    migrate (migrate-vcpu) VCPU NODE
+                             move vCPU VCPU to node NODE while the guest runs; prints
+                             the pause (pause_ns) and the whole time (total_ns)
+    capability (set-vcpu-capability) VCPU yes|no
+                             whether VCPU may migrate ([vcpu.N] migrate in the config)
     commands (query-commands)
                              what the server offers
     events                   print events (STOP, RESUME, RESET, POWERDOWN, SHUTDOWN,
-                             NODE_LOST) as they arrive, one JSON line each
+                             NODE_LOST, VCPU_MIGRATION) as they arrive, one JSON line
+                             each
     top                      a cluster-wide view refreshed every --interval seconds:
                              per node and per vCPU, load (the share of time neither
                              halted nor paused), exits/s, faults/s, pages moved/s
@@ -97,7 +104,8 @@ EXAMPLES
     KERRVISOR_CONTROL=/run/kv.sock kvctl --json vcpus
     kvctl --socket /run/kv.sock top --interval 1
     printf 'stop\nvcpus\ncont\n' | kvctl --socket /run/kv.sock
-    kvctl --socket /run/kv.sock xp address=0x101000 size=16
+    kvctl --socket /run/kv.sock xp 0x101000 16
+    kvctl --socket /run/kv.sock migrate 1 0      # vCPU 1 to node 0
 
 SEE ALSO
     The serial console of vmm-launch offers the same commands without a socket: Ctrl-A c

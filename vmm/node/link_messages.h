@@ -15,9 +15,10 @@ namespace kv {
 // TscRate, HpetCounter, Ipi, ApicIdUpdate, IoReq, IoReply.
 std::span<const MessageSpec> link_messages();
 
-// Ipi: deliver an interrupt to a vCPU of the receiving node. Header `arg` is unused; the
-// destination is in the record because the sender has already expanded shorthands and
-// logical destinations (architecture.md, vCPUs and interrupts).
+// Ipi: deliver an interrupt to a vCPU that the receiving node runs (or is receiving, or
+// knows the node of: placement.h). Header `arg` is the sender's placement epoch for that
+// vCPU. The destination is in the record because the sender has already expanded
+// shorthands and logical destinations (architecture.md, vCPUs and interrupts).
 struct IpiPayload {
     uint32_t dest_vcpu = 0;
     uint8_t vector = 0;

@@ -16,6 +16,14 @@ const char* to_string(ControlOp op) {
             return "resume";
         case ControlOp::Query:
             return "query";
+        case ControlOp::MigrateOut:
+            return "migrate-out";
+        case ControlOp::MigrateIn:
+            return "migrate-in";
+        case ControlOp::Placement:
+            return "placement";
+        case ControlOp::Run:
+            return "run";
     }
     return "unknown";
 }
@@ -120,7 +128,7 @@ void NodeControl::answer(const Request& r) {
     if (args.is_discarded() || !args.is_object()) {
         KV_ERROR("node %u sent a CtlReq whose arguments are not a JSON object", r.from);
         out = {{"error", "the arguments are not a JSON object"}};
-    } else if (r.op < uint64_t(ControlOp::Pause) || r.op > uint64_t(ControlOp::Query)) {
+    } else if (r.op < uint64_t(ControlOp::Pause) || r.op > uint64_t(ControlOp::Last)) {
         out = {{"error", "unknown control operation " + std::to_string(r.op)}};
     } else {
         Result<Json> res = serve_ ? serve_(ControlOp(r.op), args)
@@ -205,9 +213,17 @@ Result<Json> NodeControl::ask(NodeId to, ControlOp op, const Json& args,
 
 std::vector<NodeControl::Answer> NodeControl::ask_all(ControlOp op, const Json& args,
                                                       std::chrono::milliseconds timeout) {
+    std::vector<NodeId> all;
+    for (NodeId k = 0; k < num_nodes_; ++k) all.push_back(k);
+    return ask_some(all, op, args, timeout);
+}
+
+std::vector<NodeControl::Answer> NodeControl::ask_some(const std::vector<NodeId>& nodes,
+                                                       ControlOp op, const Json& args,
+                                                       std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     std::vector<std::pair<NodeId, Result<uint64_t>>> sent;
-    for (NodeId k = 0; k < num_nodes_; ++k)
+    for (NodeId k : nodes)
         if (k != self_) sent.emplace_back(k, send_request(k, op, args, deadline));
     std::vector<Answer> out;
     for (auto& [k, id] : sent)

@@ -37,6 +37,12 @@ enum class ControlOp : uint64_t {
     Pause = 1,   // park every local vCPU at an exit boundary; freeze the guest TSC here
     Resume = 2,  // {"tsc_shift": CYCLES}: take CYCLES out of the guest TSC, run the vCPUs
     Query = 3,   // this node's report (Machine::node_report)
+    // vCPU migration (docs/migration.md), one at a time, coordinated by the I/O node:
+    MigrateOut = 4,  // {"vcpu", "to", "epoch", "run"}: pause it here, save it: {"state": HEX}
+    MigrateIn = 5,   // {"vcpu", "epoch", "state": HEX (absent: take back), "run": BOOL}
+    Placement = 6,   // {"vcpu", "node", "epoch"}: the vCPU is on that node now
+    Run = 7,         // {"vcpu"}: the vCPU restored here runs (unless the guest is paused)
+    Last = Run,
 };
 const char* to_string(ControlOp op);
 
@@ -72,6 +78,9 @@ class NodeControl final : public MessageHandler {
         Result<Json> reply;
     };
     std::vector<Answer> ask_all(ControlOp op, const Json& args, std::chrono::milliseconds timeout);
+    // The same for the nodes listed (this node is skipped).
+    std::vector<Answer> ask_some(const std::vector<NodeId>& nodes, ControlOp op, const Json& args,
+                                 std::chrono::milliseconds timeout);
 
     bool lost(NodeId node) const;
     uint32_t num_nodes() const { return num_nodes_; }

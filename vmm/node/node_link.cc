@@ -189,7 +189,7 @@ Status NodeLink::wait_ready(Clock::time_point deadline) {
 
 // --- sending ------------------------------------------------------------------------------
 
-void NodeLink::send_ipi(NodeId to, uint32_t vcpu, const InterruptMessage& m) {
+void NodeLink::send_ipi(NodeId to, uint32_t vcpu, const InterruptMessage& m, uint64_t epoch) {
     IpiPayload p;
     p.dest_vcpu = vcpu;
     p.vector = m.vector;
@@ -198,7 +198,7 @@ void NodeLink::send_ipi(NodeId to, uint32_t vcpu, const InterruptMessage& m) {
     p.trigger = m.level_triggered ? 1 : 0;
     MsgHeader h;
     h.type = static_cast<uint16_t>(MsgType::Ipi);
-    h.arg = vcpu;
+    h.arg = epoch;
     counters_.ipis_sent.fetch_add(1, std::memory_order_relaxed);
     send_or_report(to, h, as_bytes_of(p));
 }
@@ -347,7 +347,7 @@ void NodeLink::on_message(NodeId from, const MsgHeader& h, std::span<const uint8
             m.level_triggered = p->trigger == 1;
             m.dest = p->dest_vcpu;
             counters_.ipis_received.fetch_add(1, std::memory_order_relaxed);
-            if (host_.deliver_ipi) host_.deliver_ipi(p->dest_vcpu, m);
+            if (host_.deliver_ipi) host_.deliver_ipi(p->dest_vcpu, m, h.arg);
             return;
         }
         case MsgType::ApicIdUpdate: {

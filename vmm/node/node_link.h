@@ -43,8 +43,9 @@ class NodeLink : public MessageHandler {
   public:
     // What the link calls on this node's machine (on the receive thread).
     struct Host {
-        // An interrupt another node routed to a local vCPU.
-        std::function<void(uint32_t vcpu, const InterruptMessage&)> deliver_ipi;
+        // An interrupt another node sent for `vcpu`, with the sender's placement epoch for
+        // it (placement.h): this node runs the vCPU, or receives it, or knows where it went.
+        std::function<void(uint32_t vcpu, const InterruptMessage&, uint64_t epoch)> deliver_ipi;
         // Another node's LAPIC changed its addressing.
         std::function<void(uint32_t vcpu, const Lapic::Addressing&)> apply_addressing;
         // I/O node only: a forwarded access; false if no device answered.
@@ -103,7 +104,8 @@ class NodeLink : public MessageHandler {
     Status wait_ready(std::chrono::steady_clock::time_point deadline);
 
     // --- the running guest ----------------------------------------------------------------
-    void send_ipi(NodeId to, uint32_t vcpu, const InterruptMessage& m);
+    // An interrupt for `vcpu` to the node that runs it as of placement `epoch`.
+    void send_ipi(NodeId to, uint32_t vcpu, const InterruptMessage& m, uint64_t epoch);
     void announce_addressing(uint32_t vcpu, const Lapic::Addressing& a);
     // Other nodes: an access to the I/O node's devices; blocks until the reply. False if
     // no device answered or the link is closed (reads then see all ones).
