@@ -224,11 +224,32 @@ const char* to_string(VcpuRunState s) {
     return "?";
 }
 
+void Vcpu::complete_pending_exit() {
+    // KVM finishes an I/O or MMIO exit (the register a read loads, the RIP past the
+    // instruction) only in the next KVM_RUN, and keeps what it still has to do where no
+    // ioctl shows it (api.rst, KVM_RUN): state saved before that is not the guest's, and
+    // a copy re-entered later would finish a stale access on top of restored registers.
+    // With immediate_exit set, KVM_RUN completes the access and returns EINTR without
+    // running the guest.
+    kvm_run* run = fd_.run_page();
+    run->immediate_exit = 1;
+    const int err = fd_.run();
+    run->immediate_exit = 0;
+    if (err != EINTR && err != 0)
+        KV_WARN("vCPU %u: completing its last exit before a pause: %s", index_, std::strerror(err));
+}
+
 bool Vcpu::pause_point() {
     std::unique_lock lk(mu_);
     if (stop_) return false;
     if (!pause_) return true;
+    lk.unlock();
+    complete_pending_exit();
+    lk.lock();
+    if (stop_) return false;
+    if (!pause_) return true;
     const uint64_t start = monotonic_ns();
+    restored_ = false;  // restore_state() during this pause sets it
     paused_ = true;
     pause_start_ns_ = start;
     cv_.notify_all();  // wait_paused()
@@ -338,6 +359,7 @@ Status Vcpu::restore_state(const CpuState& s) {
         std::lock_guard lk(mu_);
         state_ = s.run.waiting_for_sipi ? VcpuState::WaitForSipi : VcpuState::Running;
         init_pending_ = s.run.init_pending != 0;
+        restored_ = true;
         if (s.run.sipi_vector)
             sipi_vector_ = uint8_t(s.run.sipi_vector - 1);
         else
@@ -617,6 +639,13 @@ bool Vcpu::handle_exit() {
                     if (!pause_ || stop_) break;
                 }
                 if (!pause_point()) return false;
+                // Another vCPU's state was restored into this one while it stood here
+                // (it migrated back): that state runs, it is not halted.
+                std::lock_guard lk(mu_);
+                if (restored_) {
+                    restored_ = false;
+                    break;
+                }
             }
             return true;
         case KVM_EXIT_SHUTDOWN: {

@@ -163,8 +163,9 @@ class Vcpu : public InterruptTarget {
     void handle_mmio(kvm_run* run);
     void wait_halted();
     void wait_for_sipi();
-    bool pause_point();        // at an exit boundary: parks while a pause is asked; false: stop
-    bool process_init_sipi();  // applies a pending INIT/SIPI; true if state changed
+    bool pause_point();            // at an exit boundary: parks while a pause is asked; false: stop
+    void complete_pending_exit();  // KVM_RUN with immediate_exit: KVM ends the last exit
+    bool process_init_sipi();      // applies a pending INIT/SIPI; true if state changed
     void kick();
     void arm_timer(uint64_t deadline_ns);
     bool interruptible_pending(bool if_flag);
@@ -188,6 +189,7 @@ class Vcpu : public InterruptTarget {
     std::atomic<uint64_t> paused_ns_{0};
     std::atomic<uint64_t> started_ns_{0};
     bool init_pending_ = false;
+    bool restored_ = false;  // under mu_: restore_state() replaced the state since the pause
     std::optional<uint8_t> sipi_vector_;
     std::atomic<bool> nmi_pending_{false};
     std::atomic<bool> extint_{false};
