@@ -50,8 +50,8 @@ enum class MsgType : uint16_t {
     IoReq = 0x0401,  // PIO/MMIO access forwarded to the I/O node
     IoReply = 0x0402,
     // cluster control (vmm/node/node_control.h): the I/O node's control plane asks a node
-    CtlReq = 0x0501,    // I/O node -> node: `arg` = the operation; payload: JSON arguments
-    CtlReply = 0x0502,  // node -> I/O node, same request_id: payload: JSON answer
+    CtlReq = 0x0501,    // I/O node -> node: `arg` = the operation; payload: arguments (CBOR)
+    CtlReply = 0x0502,  // node -> I/O node, same request_id: payload: the answer (CBOR)
 };
 
 struct MsgHeader {

@@ -2,7 +2,6 @@
 // (docs/migration.md). The I/O node coordinates, one migration at a time (under
 // pause_mu_, like stop and cont); each step runs on its node, here or through the
 // cluster control (NodeControl's worker thread, never the receive thread).
-#include "base/hex.h"
 #include "base/log.h"
 #include "vcpu/cpu_state.h"
 #include "vmm/machine.h"
@@ -132,21 +131,22 @@ Result<Json> Machine::serve_migration_step(ControlOp op, const Json& args) {
             auto st = migrate_out_local(vcpu, uint32_t(*to), *epoch, run->get<bool>(), kStepTimeout,
                                         wait_ns, save_ns);
             if (!st) return st.error();
-            return Json{{"state", to_hex(*st)}, {"pause_wait_ns", wait_ns}, {"save_ns", save_ns}};
+            return Json{{"state", Json::binary(std::move(st).value())},
+                        {"pause_wait_ns", wait_ns},
+                        {"save_ns", save_ns}};
         }
         case ControlOp::MigrateIn: {
             auto epoch = uint_arg(args, "epoch", UINT64_MAX);
             if (!epoch) return epoch.error();
             auto run = args.find("run");
             if (run == args.end() || !run->is_boolean()) return Error{"run must be true or false"};
-            std::optional<std::vector<uint8_t>> bytes;
+            const std::vector<uint8_t>* bytes = nullptr;
             if (auto it = args.find("state"); it != args.end()) {
-                if (!it->is_string()) return Error{"state must be a string of hex digits"};
-                bytes = from_hex(it->get_ref<const std::string&>());
-                if (!bytes) return Error{"state must be a string of hex digits"};
+                if (!it->is_binary()) return Error{"state must be a byte string"};
+                bytes = &it->get_binary();
             }
             const uint64_t t0 = monotonic_ns();
-            KV_TRY(migrate_in_local(vcpu, *epoch, bytes ? &*bytes : nullptr, run->get<bool>()));
+            KV_TRY(migrate_in_local(vcpu, *epoch, bytes, run->get<bool>()));
             return Json{{"restore_ns", monotonic_ns() - t0}};
         }
         case ControlOp::Placement: {
@@ -211,7 +211,7 @@ Result<Machine::Migration> Machine::migrate_vcpu(uint32_t v, uint32_t to) {
     // 1. Paused and saved where it runs; its interrupts go to `to` from then on.
     auto out = step_on(r.from, ControlOp::MigrateOut,
                        {{"vcpu", v}, {"to", to}, {"epoch", epoch}, {"run", run}}, kStepTimeout);
-    if (!out || !out->contains("state") || !(*out)["state"].is_string()) {
+    if (!out || !out->contains("state") || !(*out)["state"].is_binary()) {
         Error e = out ? Error{"no state in the answer"} : out.error();
         event("failed", {{"error", e.message}});
         return Error{"migrate: " + node_name(r.from) + ": " + e.message, e.code};

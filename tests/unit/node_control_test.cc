@@ -167,7 +167,7 @@ TEST(NodeControl, ANodeThatDoesNotAnswerTimesOut) {
     ASSERT_TRUE(silent.wait_for(1));
     EXPECT_EQ(silent.got[0].first.type, uint16_t(MsgType::CtlReq));
     EXPECT_EQ(silent.got[0].first.arg, uint64_t(ControlOp::Query));
-    EXPECT_EQ(silent.got[0].second, "{}");
+    EXPECT_EQ(Json::from_cbor(silent.got[0].second, true, false), Json::object());
     (*t0)->shutdown();
     (*t1)->shutdown();
 }
@@ -210,9 +210,20 @@ TEST(NodeControl, ALostNodeFailsItsWaiterAndLaterRequestsAtOnce) {
     (*t1)->shutdown();
 }
 
+// A JSON text as the CBOR bytes the layer sends.
+std::string cbor(const std::string& json_text) {
+    auto b = Json::to_cbor(Json::parse(json_text));
+    return std::string(b.begin(), b.end());
+}
+
+Json uncbor(const std::string& bytes) {
+    return Json::from_cbor(bytes, true, false);
+}
+
 TEST(NodeControl, AMalformedReplyFailsItsRequestOnly) {
-    for (const std::string bad :
-         {"not json", "[1]", "{}", R"({"return": 1, "error": "x"})", R"({"error": 5})"}) {
+    for (const std::string& bad :
+         {std::string("\x7f\x61"), std::string("not cbor"), cbor("[1]"), cbor("{}"),
+          cbor(R"({"return": 1, "error": "x"})"), cbor(R"({"error": 5})")}) {
         auto hub = LoopbackHub::create();
         Raw liar;
         liar.reply = bad;
@@ -224,7 +235,7 @@ TEST(NodeControl, AMalformedReplyFailsItsRequestOnly) {
         EXPECT_EQ(r.error().message, "node 1 sent a malformed CtlReply") << bad;
         EXPECT_EQ(r.error().code, ErrorCode::Generic);
         // The connection goes on: a good answer is taken.
-        liar.set_reply(R"({"return": {"ok": true}})");
+        liar.set_reply(cbor(R"({"return": {"ok": true}})"));
         auto good = c0.ask(1, ControlOp::Query, Json::object(), 5s);
         ASSERT_TRUE(good.ok()) << good.error().message;
         EXPECT_EQ((*good)["ok"], true);
@@ -251,14 +262,19 @@ TEST(NodeControl, ABadRequestGetsAnErrorAnswer) {
         ASSERT_TRUE(
             (*t0)->send(1, h, {reinterpret_cast<const uint8_t*>(args.data()), args.size()}).ok());
     };
-    send(99, "{}");
-    send(uint64_t(ControlOp::Query), "[not an object");
+    send(99, cbor("{}"));
+    send(uint64_t(ControlOp::Query), "\x5b not a map");
+    send(uint64_t(ControlOp::Query), cbor("[1, 2]"));
     send(uint64_t(ControlOp::Query), "");
-    ASSERT_TRUE(asker.wait_for(3));
-    EXPECT_EQ(asker.got[0].second, R"({"error":"unknown control operation 99"})");
-    EXPECT_EQ(asker.got[1].second, R"({"error":"the arguments are not a JSON object"})");
-    EXPECT_EQ(asker.got[2].second, R"({"return":{}})");
-    EXPECT_EQ(asker.got[2].first.request_id, 7u);
+    ASSERT_TRUE(asker.wait_for(4));
+    EXPECT_EQ(uncbor(asker.got[0].second),
+              Json::parse(R"({"error":"unknown control operation 99"})"));
+    EXPECT_EQ(uncbor(asker.got[1].second),
+              Json::parse(R"({"error":"the arguments are not a CBOR map"})"));
+    EXPECT_EQ(uncbor(asker.got[2].second),
+              Json::parse(R"({"error":"the arguments are not a CBOR map"})"));
+    EXPECT_EQ(uncbor(asker.got[3].second), Json::parse(R"({"return":{}})"));
+    EXPECT_EQ(asker.got[3].first.request_id, 7u);
     EXPECT_EQ(served, 1);
     (*t0)->shutdown();
     (*t1)->shutdown();

@@ -87,10 +87,10 @@ void NodeControl::on_message(NodeId from, const MsgHeader& h, std::span<const ui
                 h.type);
         return;
     }
-    // Parsed here, outside the lock: nlohmann's parser reports every malformation without
-    // throwing when asked not to.
+    // Parsed here, outside the lock: nlohmann's CBOR reader reports every malformation
+    // without throwing when asked not to.
     Result<Json> reply = Error{""};
-    Json j = Json::parse(payload.begin(), payload.end(), nullptr, false);
+    Json j = Json::from_cbor(payload.begin(), payload.end(), true, false);
     const std::string who = "node " + std::to_string(from);
     if (j.is_discarded() || !j.is_object() || (j.contains("return") == j.contains("error")) ||
         (j.contains("error") && !j["error"].is_string())) {
@@ -124,10 +124,10 @@ void NodeControl::worker() {
 
 void NodeControl::answer(const Request& r) {
     Json out;
-    Json args = r.args.empty() ? Json::object() : Json::parse(r.args, nullptr, false);
+    Json args = r.args.empty() ? Json::object() : Json::from_cbor(r.args, true, false);
     if (args.is_discarded() || !args.is_object()) {
-        KV_ERROR("node %u sent a CtlReq whose arguments are not a JSON object", r.from);
-        out = {{"error", "the arguments are not a JSON object"}};
+        KV_ERROR("node %u sent a CtlReq whose arguments are not a CBOR map", r.from);
+        out = {{"error", "the arguments are not a CBOR map"}};
     } else if (r.op < uint64_t(ControlOp::Pause) || r.op > uint64_t(ControlOp::Last)) {
         out = {{"error", "unknown control operation " + std::to_string(r.op)}};
     } else {
@@ -138,17 +138,16 @@ void NodeControl::answer(const Request& r) {
         else
             out = {{"error", res.error().message}};
     }
-    const std::string text = out.dump();
+    const std::vector<uint8_t> text = Json::to_cbor(out);
     Transport* t = transport_.load();
     MsgHeader h;
     h.type = uint16_t(MsgType::CtlReply);
     h.request_id = r.id;
     h.arg = r.op;
-    Status st =
-        !t ? Status(Error{"no transport"})
-        : text.size() > kMaxPayload
-            ? Status(Error{"the answer has " + std::to_string(text.size()) + " bytes"})
-            : t->send(r.from, h, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+    Status st = !t ? Status(Error{"no transport"})
+                : text.size() > kMaxPayload
+                    ? Status(Error{"the answer has " + std::to_string(text.size()) + " bytes"})
+                    : t->send(r.from, h, text);
     if (!st)
         KV_WARN("node %u: cannot answer node %u's %s request: %s", self_, r.from,
                 to_string(ControlOp(r.op)), st.error().message.c_str());
@@ -156,7 +155,7 @@ void NodeControl::answer(const Request& r) {
 
 Result<uint64_t> NodeControl::send_request(NodeId to, ControlOp op, const Json& args,
                                            std::chrono::steady_clock::time_point deadline) {
-    const std::string text = args.dump();
+    const std::vector<uint8_t> text = Json::to_cbor(args);
     if (text.size() > kMaxPayload)
         return Error{"control request for node " + std::to_string(to) + ": arguments of " +
                      std::to_string(text.size()) + " bytes"};
@@ -179,8 +178,7 @@ Result<uint64_t> NodeControl::send_request(NodeId to, ControlOp op, const Json& 
     h.type = uint16_t(MsgType::CtlReq);
     h.request_id = id;
     h.arg = uint64_t(op);
-    Status st = t ? t->send(to, h, {reinterpret_cast<const uint8_t*>(text.data()), text.size()})
-                  : Status(Error{"no transport yet"});
+    Status st = t ? t->send(to, h, text) : Status(Error{"no transport yet"});
     if (!st) {
         std::lock_guard lk(mu_);
         pending_.erase(id);

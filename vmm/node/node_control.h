@@ -1,14 +1,17 @@
 // The cluster control layer: how the I/O node's control plane (vmm/control/) reaches the
-// other nodes. The I/O node asks (CtlReq: an operation and JSON arguments); each node
+// other nodes. The I/O node asks (CtlReq: an operation and its arguments); each node
 // answers (CtlReply, same request id: {"return": VALUE} or {"error": TEXT}) from its own
 // worker thread, because what it does may block: pausing waits for its vCPUs to reach an
 // exit boundary, and a vCPU may itself be waiting for a page or a forwarded access that
 // only the transport's receive thread delivers. So the receive thread only queues a
 // request or hands a reply to its waiter; it never blocks on a peer or a vCPU.
 //
+// Both payloads are one JSON value encoded as CBOR (RFC 8949, nlohmann's to_cbor), so
+// that binary values (a vCPU's state in a migration) travel as bytes, not as text.
+//
 // Errors carry a code (base/result.h): Timeout when a node did not answer in time,
 // PeerLost when its connection is gone, Refused when it answered with an error. A reply
-// that is not the JSON described above is reported, fails its request and is otherwise
+// that is not the value described above is reported, fails its request and is otherwise
 // ignored: the control plane never stops the guest.
 //
 // Threads: ask()/ask_all() from any thread (the control server's); one request at a time
@@ -38,15 +41,15 @@ enum class ControlOp : uint64_t {
     Resume = 2,  // {"tsc_shift": CYCLES}: take CYCLES out of the guest TSC, run the vCPUs
     Query = 3,   // this node's report (Machine::node_report)
     // vCPU migration (docs/migration.md), one at a time, coordinated by the I/O node:
-    MigrateOut = 4,  // {"vcpu", "to", "epoch", "run"}: pause it here, save it: {"state": HEX}
-    MigrateIn = 5,   // {"vcpu", "epoch", "state": HEX (absent: take back), "run": BOOL}
+    MigrateOut = 4,  // {"vcpu", "to", "epoch", "run"}: pause it here, save it: {"state": BYTES}
+    MigrateIn = 5,   // {"vcpu", "epoch", "state": BYTES (absent: take back), "run": BOOL}
     Placement = 6,   // {"vcpu", "node", "epoch"}: the vCPU is on that node now
     Run = 7,         // {"vcpu"}: the vCPU restored here runs (unless the guest is paused)
     Last = Run,
 };
 const char* to_string(ControlOp op);
 
-// The cluster control's message types: CtlReq and CtlReply, up to kMaxPayload bytes of JSON.
+// The cluster control's message types: CtlReq and CtlReply, up to kMaxPayload bytes of CBOR.
 std::span<const MessageSpec> control_messages();
 
 class NodeControl final : public MessageHandler {
@@ -65,7 +68,7 @@ class NodeControl final : public MessageHandler {
     // MessageHandler (the transport's receive thread).
     void on_start(Transport& transport) override;
     void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload) override;
-    // CtlReq and CtlReply, each with up to kMaxPayload bytes of JSON.
+    // CtlReq and CtlReply, each with up to kMaxPayload bytes of CBOR.
     std::span<const MessageSpec> messages() const override;
     void on_peer_lost(NodeId peer, const Error& why) override;
 
