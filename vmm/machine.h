@@ -116,6 +116,7 @@ class Machine : public IoHandler, public IrqChip {
         uint64_t pause_ns = 0;  // from its pause on `from` to its run on `to`, at most
         uint64_t total_ns = 0;  // the whole command
         uint64_t save_ns = 0, restore_ns = 0;  // of the state, on `from` and on `to`
+        uint64_t state_bytes = 0;              // the encoded CpuState sent
         bool moved = false;                    // false: it was on `node` already
     };
     Result<Migration> migrate_vcpu(uint32_t vcpu, uint32_t node);

@@ -193,6 +193,9 @@ Json Machine::node_report() const {
                          {"halted_ns", v.halted_ns},
                          {"paused_ns", v.paused_ns}});
     r["vcpus"] = std::move(vcpus);
+    // The guest TSC's real rate (kHz), for reading guest TSC intervals (the migration
+    // benchmark's stalls); 0 where this node does not know it.
+    if (multi_) r["tsc_khz"] = io_node() ? tsc_khz_.load() : link_->tsc_khz();
 
     const config::RamRange ram =
         multi_ ? cfg_.cluster.node_memory_range(self_) : config::RamRange{0, cfg_.memory};

@@ -218,6 +218,7 @@ Result<Machine::Migration> Machine::migrate_vcpu(uint32_t v, uint32_t to) {
     }
     const uint64_t wait_ns = out->value("pause_wait_ns", uint64_t(0));
     const uint64_t save_ns = out->value("save_ns", uint64_t(0));
+    r.state_bytes = (*out)["state"].get_binary().size();
     // Every node must know where it is before it runs again: the I/O node here, the other
     // nodes (neither `from` nor `to`) in step 3.
     std::vector<NodeId> others;

@@ -1,5 +1,5 @@
 /* count-guest: the smallest bzImage vmm-launch boots, for the control-socket test
- * (tests/kvm/control.sh). It says where it counts on the serial port, then adds one to
+ * (tests/kvm/control-run.sh). It says where it counts on the serial port, then adds one to
  * the 64-bit counter at COUNTER_GPA forever, with no exit to the VMM: only a pause from
  * outside stops it. Boot protocol 2.15 header, 64-bit entry only (XLF_KERNEL_64), not
  * relocatable, loaded at 1 MiB (kKernelGpa); the entry is 0x200 into the kernel, where

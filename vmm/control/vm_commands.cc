@@ -245,7 +245,8 @@ void VmControl::add_commands(CommandTable& t) {
                               {"pause_ns", r->pause_ns},
                               {"total_ns", r->total_ns},
                               {"save_ns", r->save_ns},
-                              {"restore_ns", r->restore_ns}};
+                              {"restore_ns", r->restore_ns},
+                              {"state_bytes", r->state_bytes}};
               });
           });
     t.add("set-vcpu-capability",

@@ -1,0 +1,118 @@
+#!/bin/sh
+# usage: migrate-run.sh VMM_LAUNCH KVCTL SMP_COUNT_GUEST   (POSIX sh: runs in a lab host too)
+#
+# A freestanding SMP guest (smp-count-guest.S) over 2 nodes of this host (vmm-launch
+# --local): vCPU 0 on node 0, vCPUs 1 and 2 on node 1, all three adding to one shared
+# counter with lock xadd (its page moves between the nodes). kvctl moves vCPU 1 to node 0
+# and back 50 times (100 migrations) while they count; query-vcpus shows it where it was
+# sent; 100 VCPU_MIGRATION "completed" events come to a listening client. Then the power
+# button stops the counting and the count must be exact: the shared counter equals the sum
+# of what each vCPU added. `quit` ends vmm-launch with status 0.
+# Prints "migrate: PASS" and exits 0, or names the step that failed and exits 1.
+set -u
+vmm=$1 kvctl=$2 image=$3
+case $image in /*) ;; *) image=$PWD/$image ;; esac  # the config file names it
+dir=$(mktemp -d /tmp/kv-migrate.XXXXXX)
+sock=$dir/kv.sock
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() {
+  echo "migrate: FAIL: $*" >&2
+  echo "--- vmm-launch's output:" >&2
+  cat "$dir/out" >&2
+  exit 1
+}
+ctl() { "$kvctl" --socket "$sock" "$@"; }
+read_u64() { ctl xp "$1" 8 | sed -n 's/^value: //p'; }
+# Polls until `read_u64 ADDR` is at least N: at most 600 reads, 0.1 s apart.
+wait_at_least() {
+  i=0
+  while :; do
+    v=$(read_u64 "$1")
+    [ -n "$v" ] && [ "$v" -ge "$2" ] && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    i=$((i + 1))
+    [ $i -lt 600 ] || return 1
+    sleep 0.1
+  done
+}
+vcpu1_on() { ctl vcpus | awk '$1 == "1" { print $2 }'; }
+
+head -c 32 /dev/urandom >"$dir/key"
+chmod 600 "$dir/key"
+base=$((20000 + ($$ % 20000) * 2))
+cat >"$dir/guest.conf" <<CONF
+[guest]
+kernel = $image
+console = file:$dir/console
+control = $sock
+[cluster]
+key-file = $dir/key
+connect-timeout = 20s
+[node.0]
+address = 127.0.0.1
+port = $base
+vcpus = 1
+memory = 64M
+[node.1]
+address = 127.0.0.1
+port = $((base + 1))
+vcpus = 2
+memory = 64M
+CONF
+"$vmm" --config "$dir/guest.conf" --local </dev/null >"$dir/out" 2>&1 &
+pid=$!
+i=0
+until [ -S "$sock" ] && grep -q '^smp-count-guest: counting' "$dir/console" 2>/dev/null; do
+  kill -0 "$pid" 2>/dev/null || fail "vmm-launch ended before the guest counted"
+  i=$((i + 1))
+  [ $i -lt 300 ] || fail "no 'smp-count-guest: counting' line within 30 s"
+  sleep 0.1
+done
+wait_at_least 0x101010 3 || fail "not every vCPU started counting"
+[ "$(vcpu1_on)" = 1 ] || fail "vCPU 1 is not on node 1 at the start"
+
+ctl events --count 200 >"$dir/events" 2>&1 &
+events=$!
+# The listener is attached once a command after it sees its events: one move and back.
+before=$(read_u64 0x101000)
+n=0
+while [ $n -lt 50 ]; do
+  echo "migrate 1 0"
+  echo "migrate 1 1"
+  n=$((n + 1))
+done >"$dir/script"
+ctl <"$dir/script" >"$dir/moves" 2>&1 || fail "a migration failed: $(grep -m1 kvctl "$dir/moves")"
+moved=$(grep -c '^moved: true$' "$dir/moves")
+[ "$moved" = 100 ] || fail "$moved of 100 migrations answered 'moved: true'"
+[ "$(vcpu1_on)" = 1 ] || fail "query-vcpus does not show vCPU 1 back on node 1"
+ctl migrate 1 0 >/dev/null || fail "the last migration failed"
+[ "$(vcpu1_on)" = 0 ] || fail "query-vcpus does not show vCPU 1 on node 0"
+ctl migrate 1 1 >/dev/null || fail "the migration back failed"
+after=$(read_u64 0x101000)
+[ "$after" -gt "$before" ] || fail "the counter did not move during the migrations ($before, $after)"
+[ "$(read_u64 0x101008)" = 0 ] || fail "a vCPU stopped counting before the power button"
+
+ctl powerdown >/dev/null || fail "powerdown failed"
+wait_at_least 0x101008 3 || fail "not every vCPU stopped counting after the power button"
+total=$(read_u64 0x101000)
+sum=0
+for page in 0x110000 0x111000 0x112000 0x113000 0x114000 0x115000 0x116000 0x117000; do
+  sum=$((sum + $(read_u64 $page)))
+done
+echo "migrate: counter $total, the vCPUs' own counts add up to $sum (counted $before before the 100 migrations, $after after)"
+[ "$total" = "$sum" ] || fail "the shared counter ($total) is not the sum of the vCPUs' additions ($sum)"
+wait "$events"
+completed=$(grep -c '"status":"completed"' "$dir/events")
+[ "$completed" -ge 100 ] || fail "$completed VCPU_MIGRATION completed events, 100 expected"
+grep '^pause_ns: ' "$dir/moves" | sort -n -k2 | awk '{ a[NR] = $2 } END { printf "migrate: pause p50 %d us, max %d us\n", a[int((NR + 1) / 2)] / 1000, a[NR] / 1000 }'
+ctl quit >/dev/null || fail "quit failed"
+wait "$pid"
+status=$?
+pid=
+[ $status = 0 ] || fail "vmm-launch exited $status after quit"
+echo "migrate: PASS"
