@@ -166,7 +166,8 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
         return Error{"vcpus: the nodes' vCPUs need APIC IDs up to " +
                      std::to_string(topo_.max_apic_id()) +
                      ", more than xAPIC allows (254 with the IOAPIC's)"};
-    migratable_.assign(topo_.num_vcpus(), true);
+    migratable_.resize(topo_.num_vcpus());
+    for (uint32_t v = 0; v < topo_.num_vcpus(); ++v) migratable_[v] = cfg.may_migrate(v);
     // The user's input (memory, kernel, initrd) is checked before KVM is needed, so a
     // machine without a usable /dev/kvm still reports a bad kernel as such.
     auto mem = GuestMemory::create(cfg.memory);

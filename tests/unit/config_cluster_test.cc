@@ -435,5 +435,35 @@ TEST_F(ConfigCluster, ExamplesParseWithLocalAndWithNode) {
     }
 }
 
+// [vcpu.N] migrate: Kerrighed's CAN_MIGRATE, yes by default; every mistake named with its
+// line; not in the config digest (runtime policy of the I/O node).
+TEST_F(ConfigCluster, VcpuSectionsSetTheMigrateCapability) {
+    // three() is lines 1-18 and has 6 vCPUs.
+    VmConfig c = run(three() + "[vcpu.1]\nmigrate = no\n[vcpu.5]\nmigrate = yes\n");
+    EXPECT_TRUE(c.may_migrate(0));
+    EXPECT_FALSE(c.may_migrate(1));
+    EXPECT_TRUE(c.may_migrate(5));
+    EXPECT_EQ(c.origin("vcpu.1.migrate").line, 20);
+    EXPECT_TRUE(run(three()).vcpu_migrate.empty());
+
+    EXPECT_EQ(error(three() + "[vcpu.1]\nmigrate = perhaps\n"),
+              at(20) + "[vcpu.1] migrate: \"perhaps\" is not yes or no");
+    EXPECT_EQ(error(three() + "[vcpu.1]\nspeed = 3\n"),
+              at(20) + "unknown key \"speed\" in [vcpu.1] (known: migrate)");
+    EXPECT_EQ(error(three() + "[vcpu.x]\nmigrate = no\n"),
+              at(19) + "[vcpu.x]: vCPU numbers are whole numbers 0 to 254 (as in [vcpu.1])");
+    EXPECT_EQ(error(three() + "[vcpu.2]\nmigrate = no\n[vcpu.2]\nmigrate = no\n"),
+              at(21) + "[vcpu.2] given twice (first at line 19)");
+    EXPECT_EQ(error(three() + "[vcpu.2]\nmigrate = no\nmigrate = yes\n"),
+              at(21) + "[vcpu.2] migrate: given twice (first at line 20)");
+    EXPECT_EQ(error(three() + "[vcpu.6]\nmigrate = no\n"),
+              at(19) + "[vcpu.6]: the guest has 6 vCPU(s), numbered 0 to 5");
+
+    Result<ConfigDigest> with = config_digest(run(three() + "[vcpu.1]\nmigrate = no\n"));
+    Result<ConfigDigest> without = config_digest(run(three()));
+    ASSERT_TRUE(with.ok() && without.ok());
+    EXPECT_EQ(*with, *without);
+}
+
 }  // namespace
 }  // namespace kv::config

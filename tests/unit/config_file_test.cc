@@ -162,7 +162,7 @@ TEST_F(ConfigFile, CommandLineOnlyKeysRefused) {
 
 TEST_F(ConfigFile, UnknownSection) {
     EXPECT_EQ(error(kernel_line() + "[nodes]\naddress = 10.0.0.1\n"),
-              at(2) + "unknown section [nodes] (known: [guest], [cluster], [node.K])");
+              at(2) + "unknown section [nodes] (known: [guest], [cluster], [node.K], [vcpu.N])");
 }
 
 TEST_F(ConfigFile, SyntaxErrorWithLine) {

@@ -141,16 +141,27 @@ struct NodeRaw {
     RawMap keys;
 };
 
-// What a config file holds: guest keys (top level and [guest]), and the cluster's.
+// One [vcpu.N] section's keys.
+struct VcpuRaw {
+    uint32_t id = 0;
+    Origin origin;  // the section line
+    RawMap keys;
+};
+
+// What a config file holds: guest keys (top level and [guest]), the cluster's, and the
+// vCPUs'.
 struct FileValues {
     RawMap guest;
     std::vector<NodeRaw> nodes;  // in file order
+    std::vector<VcpuRaw> vcpus;  // in file order
     RawMap cluster;              // [cluster] keys
     Origin cluster_origin;       // Kind::Default if there is no [cluster] section
 };
 
 constexpr std::string_view kClusterSection = "cluster";
 constexpr std::string_view kNodePrefix = "node.";
+constexpr std::string_view kVcpuPrefix = "vcpu.";
+constexpr std::array<std::string_view, 1> kVcpuKeys{"migrate"};
 constexpr std::array<std::string_view, 4> kNodeKeys{"address", "port", "vcpus", "memory"};
 constexpr std::array<std::string_view, 4> kClusterKeys{"key-file", "connect-timeout", "transport",
                                                        "page-hold"};
@@ -185,6 +196,7 @@ Result<FileValues> read_config_file(const std::string& path) {
 
     FileValues file;
     std::map<uint32_t, size_t> node_index;  // id -> file.nodes index
+    std::map<uint32_t, size_t> vcpu_index;  // id -> file.vcpus index
     for (const IniSection& s : scan->sections) {
         Origin origin = Origin::in_file(path, s.line);
         std::string_view name = s.name;
@@ -207,9 +219,22 @@ Result<FileValues> read_config_file(const std::string& path) {
             }
             node_index[*id] = file.nodes.size();
             file.nodes.push_back(NodeRaw{*id, origin, {}});
+        } else if (name.starts_with(kVcpuPrefix)) {
+            // The same numbers as nodes: below kMaxVcpus, so below 255.
+            std::optional<uint32_t> id = parse_node_number(name.substr(kVcpuPrefix.size()));
+            if (!id) {
+                return Error{origin.prefix() + "[" + s.name +
+                             "]: vCPU numbers are whole numbers 0 to 254 (as in [vcpu.1])"};
+            }
+            if (auto it = vcpu_index.find(*id); it != vcpu_index.end()) {
+                return Error{origin.prefix() + "[" + s.name + "] given twice (first at line " +
+                             std::to_string(file.vcpus[it->second].origin.line) + ")"};
+            }
+            vcpu_index[*id] = file.vcpus.size();
+            file.vcpus.push_back(VcpuRaw{*id, origin, {}});
         } else {
             return Error{origin.prefix() + "unknown section [" + s.name +
-                         "] (known: [guest], [cluster], [node.K])"};
+                         "] (known: [guest], [cluster], [node.K], [vcpu.N])"};
         }
     }
 
@@ -258,6 +283,24 @@ Result<FileValues> read_config_file(const std::string& path) {
                                  " (known: " + listed(kNodeKeys) + ")"};
                 }
                 KV_TRY(add_once(node.keys, key, section + " " + key, raw));
+                continue;
+            }
+        }
+
+        if (opt.unregistered && full.starts_with(kVcpuPrefix)) {
+            std::string_view rest = full.substr(kVcpuPrefix.size());
+            size_t dot = rest.find('.');
+            std::optional<uint32_t> id =
+                dot == rest.npos ? std::nullopt : parse_node_number(rest.substr(0, dot));
+            if (id && vcpu_index.count(*id)) {
+                VcpuRaw& vcpu = file.vcpus[vcpu_index[*id]];
+                std::string key(rest.substr(dot + 1));
+                std::string section = "[vcpu." + std::to_string(*id) + "]";
+                if (!one_of(kVcpuKeys, key)) {
+                    return Error{origin.prefix() + "unknown key \"" + key + "\" in " + section +
+                                 " (known: " + listed(kVcpuKeys) + ")"};
+                }
+                KV_TRY(add_once(vcpu.keys, key, section + " " + key, raw));
                 continue;
             }
         }
@@ -507,6 +550,20 @@ Result<VmConfig> build(const RawMap& values, const FileValues& file) {
         if (!s.ok()) return Error{it->second.origin.prefix() + s.error().message};
     }
     KV_TRY(build_cluster(cfg, values, file));
+    // [vcpu.N], once the guest's vCPU count is known.
+    for (const VcpuRaw& v : file.vcpus) {
+        const std::string section = "[vcpu." + std::to_string(v.id) + "]";
+        if (v.id >= cfg.vcpus)
+            return Error{v.origin.prefix() + section + ": the guest has " +
+                         std::to_string(cfg.vcpus) + " vCPU(s), numbered 0 to " +
+                         std::to_string(cfg.vcpus - 1)};
+        for (const auto& [key, value] : v.keys) {
+            Result<bool> r = parse_switch(key, value.text);
+            if (!r.ok()) return at(value.origin, r.error(), section);
+            cfg.vcpu_migrate[v.id] = *r;
+            cfg.origins["vcpu." + std::to_string(v.id) + "." + key] = value.origin;
+        }
+    }
     if (cfg.kernel.empty())
         return Error{"kernel: missing (give --kernel PATH, or kernel = PATH in the config file)"};
     for (auto [key, path] : {std::pair{"kernel", &cfg.kernel}, std::pair{"initrd", &cfg.initrd}}) {

@@ -119,6 +119,13 @@ struct VmConfig {
     uint32_t time_dilation = 1;
     std::string config_file;  // --config as given; empty if none
     Cluster cluster;          // empty unless the file has [node.K] sections
+    // [vcpu.N] migrate (Kerrighed's CAN_MIGRATE): the vCPUs the file names, by index.
+    // Policy of the I/O node's control plane, not guest state: not in the config digest.
+    std::map<uint32_t, bool> vcpu_migrate;
+    bool may_migrate(uint32_t vcpu) const {
+        auto it = vcpu_migrate.find(vcpu);
+        return it == vcpu_migrate.end() || it->second;
+    }
 
     // Where each key's value came from, by key name ("memory"; a node's keys as
     // "node.1.port", the cluster's as "key-file"). Keys left at their default are absent.
