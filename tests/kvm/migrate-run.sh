@@ -5,7 +5,9 @@
 # --local): vCPU 0 on node 0, vCPUs 1 and 2 on node 1, all three adding to one shared
 # counter with lock xadd (its page moves between the nodes). kvctl moves vCPU 1 to node 0
 # and back 50 times (100 migrations) while they count; query-vcpus shows it where it was
-# sent; 100 VCPU_MIGRATION "completed" events come to a listening client. Then the power
+# sent; 100 VCPU_MIGRATION "completed" events come to a listening client. vCPU 2, pinned
+# by [vcpu.2] migrate = no, is refused with an error saying so until set-vcpu-capability
+# frees it, then moves. Then the power
 # button stops the counting and the count must be exact: the shared counter equals the sum
 # of what each vCPU added. `quit` ends vmm-launch with status 0.
 # Prints "migrate: PASS" and exits 0, or names the step that failed and exits 1.
@@ -63,6 +65,8 @@ address = 127.0.0.1
 port = $((base + 1))
 vcpus = 2
 memory = 64M
+[vcpu.2]
+migrate = no
 CONF
 "$vmm" --config "$dir/guest.conf" --local </dev/null >"$dir/out" 2>&1 &
 pid=$!
@@ -93,6 +97,13 @@ moved=$(grep -c '^moved: true$' "$dir/moves")
 ctl migrate 1 0 >/dev/null || fail "the last migration failed"
 [ "$(vcpu1_on)" = 0 ] || fail "query-vcpus does not show vCPU 1 on node 0"
 ctl migrate 1 1 >/dev/null || fail "the migration back failed"
+# vCPU 2 is pinned ([vcpu.2] migrate = no) until set-vcpu-capability frees it.
+ctl vcpus | awk '$1 == "2" && $NF != "false" { exit 1 }' || fail "query-vcpus does not show vCPU 2 pinned"
+if ctl migrate 2 0 >"$dir/refused" 2>&1; then fail "a pinned vCPU was moved"; fi
+grep -q 'may not migrate' "$dir/refused" || fail "the refusal does not say why: $(cat "$dir/refused")"
+ctl capability 2 yes >/dev/null || fail "set-vcpu-capability failed"
+ctl migrate 2 0 >/dev/null || fail "vCPU 2 did not move once free"
+[ "$(ctl vcpus | awk '$1 == "2" { print $2 }')" = 0 ] || fail "query-vcpus does not show vCPU 2 on node 0"
 after=$(read_u64 0x101000)
 [ "$after" -gt "$before" ] || fail "the counter did not move during the migrations ($before, $after)"
 [ "$(read_u64 0x101008)" = 0 ] || fail "a vCPU stopped counting before the power button"
