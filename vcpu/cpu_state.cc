@@ -169,7 +169,7 @@ Result<CpuState> CpuState::decode(std::span<const uint8_t> bytes) {
                                std::to_string(sizeof(kvm_msr_entry)) + ", at most " +
                                std::to_string(kMaxMsrs) + " MSRs)");
                 s.msrs.resize(body.size() / sizeof(kvm_msr_entry));
-                std::memcpy(s.msrs.data(), body.data(), body.size());
+                if (!body.empty()) std::memcpy(s.msrs.data(), body.data(), body.size());
                 break;
             }
             case kEvents:
