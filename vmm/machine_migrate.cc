@@ -154,7 +154,11 @@ Result<Json> Machine::serve_migration_step(ControlOp op, const Json& args) {
             auto epoch = uint_arg(args, "epoch", UINT64_MAX);
             if (!node) return node.error();
             if (!epoch) return epoch.error();
+            const bool was_here = runs_here(vcpu);
             placement_->moved(vcpu, uint32_t(*node), *epoch);
+            // A migration undone after this node had taken the vCPU (its answer came too
+            // late): this copy must not run on beside the one taken back.
+            if (was_here && !runs_here(vcpu)) vcpus_[vcpu]->request_pause();
             return Json::object();
         }
         case ControlOp::Run:

@@ -108,6 +108,7 @@ void VcpuPlacement::moved(uint32_t vcpu, NodeId to, uint64_t epoch) {
     if (epoch <= e.epoch) return;
     e.node = to;
     e.epoch = epoch;
+    e.holding = false;
     // Interrupts held here for an epoch this update covers go on to v's node.
     if (!e.held.empty() && to != self_) flush(vcpu, lk);
 }
