@@ -34,6 +34,7 @@
 #include "interconnect/transport_factory.h"
 #include "memory/coherence_engine.h"
 #include "tests/coherence/dsm_bench_report.h"
+#include "tests/coherence/free_ports.h"
 
 namespace kv {
 namespace {
@@ -63,29 +64,11 @@ struct BenchNode {
     }
 };
 
-std::vector<uint16_t> free_ports(uint32_t n) {
-    // Bind port 0 to learn free ports, then release them for the transports.
-    std::vector<uint16_t> ports;
-    std::vector<int> fds;
-    for (uint32_t i = 0; i < n; ++i) {
-        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-            die("cannot find a free port");
-        ports.push_back(ntohs(a.sin_port));
-        fds.push_back(fd);
-    }
-    for (int fd : fds) ::close(fd);
-    return ports;
-}
-
 std::vector<BenchNode> make_cluster() {
     std::vector<BenchNode> nodes(kNodes);
-    auto ports = free_ports(kNodes);
+    auto found = testing::free_ports(kNodes);
+    if (!found) die(found.error().message);
+    const auto& ports = *found;
     TransportOptions base;
     for (uint32_t k = 0; k < kNodes; ++k) base.nodes.push_back({k, "127.0.0.1", ports[k]});
     for (uint32_t k = 0; k < kNodes; ++k) {

@@ -5,10 +5,6 @@
 //   kv-transport-rtt --bytes N [--samples M]
 //
 // Prints "rtt_bytes N", "rtt_p50_ns X" and "rtt_p99_ns Y", one a line.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -19,6 +15,7 @@
 
 #include "interconnect/ping_pong.h"
 #include "interconnect/transport_factory.h"
+#include "tests/coherence/free_ports.h"
 
 namespace kv {
 namespace {
@@ -28,27 +25,10 @@ namespace {
     std::exit(1);
 }
 
-std::vector<uint16_t> free_ports(uint32_t n) {
-    std::vector<uint16_t> ports;
-    std::vector<int> fds;
-    for (uint32_t i = 0; i < n; ++i) {
-        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-            die("cannot find a free port");
-        ports.push_back(ntohs(a.sin_port));
-        fds.push_back(fd);
-    }
-    for (int fd : fds) ::close(fd);
-    return ports;
-}
-
 int run(size_t bytes, int samples) {
-    auto ports = free_ports(2);
+    auto found = testing::free_ports(2);
+    if (!found) die(found.error().message);
+    const auto& ports = *found;
     TransportOptions base;
     for (uint32_t k = 0; k < 2; ++k) base.nodes.push_back({k, "127.0.0.1", ports[k]});
     PingResponder ping[2];

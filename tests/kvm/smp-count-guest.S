@@ -27,32 +27,8 @@
 #define ABS(label) (KERNEL_GPA + (label) - kernel)
 #define TR(label) (TRAMPOLINE + (label) - trampoline)
 
-    .text
-    .globl _start
-_start:
-    .org 0x1f1
-    .byte 1                                /* setup_sects: the kernel starts at 0x400 */
-    .word 0                                /* root_flags */
-    .long (kernel_end - kernel) / 16       /* syssize, in 16-byte paragraphs */
-    .word 0, 0, 0                          /* ram_size, vid_mode, root_dev */
-    .org 0x1fe
-    .word 0xAA55                           /* boot_flag */
-    .byte 0xeb, header_end - _start - 0x202        /* jump: the header ends at header_end */
-    .ascii "HdrS"
-    .word 0x020F                           /* version 2.15 */
-    .org 0x230
-    .long 0x200000                         /* kernel_alignment */
-    .byte 0                                /* relocatable_kernel: no */
-    .byte 0                                /* min_alignment */
-    .word 0x1                              /* xloadflags: XLF_KERNEL_64 */
-    .long 255                              /* cmdline_size */
-    .org 0x258
-    .quad KERNEL_GPA                       /* pref_address */
-    .long kernel_end - kernel + 0x20000    /* init_size: the per-vCPU pages after it */
-    .long 0                                /* handover_offset */
-    .long 0                                /* kernel_info_offset */
-header_end:
-    .org 0x400
+#define INIT_EXTRA 0x20000 /* the per-vCPU pages after it */
+#include "bzimage-header.S"
 kernel:
     .org 0x400 + 0x200
     .code64
