@@ -8,22 +8,8 @@
 # `quit` ends vmm-launch with status 0. Prints "control: PASS" and exits 0, or names the
 # step that failed and exits 1.
 set -u
-vmm=$1 kvctl=$2 image=$3
-dir=$(mktemp -d /tmp/kv-control.XXXXXX)
-sock=$dir/kv.sock
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-fail() {
-  echo "control: FAIL: $*" >&2
-  echo "--- vmm-launch's output:" >&2
-  cat "$dir/out" >&2
-  exit 1
-}
-ctl() { "$kvctl" --socket "$sock" "$@"; }
+vmm=$1 kvctl=$2 image=$3 name=control
+. "$(dirname "$0")/vmm-test-lib.sh"
 count() { ctl xp address=0x101000 size=8 | sed -n 's/^value: //p'; }
 # Reads the counter until it passes $1, at most 5000 reads (each a round trip).
 moves_past() {

@@ -14,59 +14,24 @@
 #           (host preemption), per move; and the longest gap of the whole run.
 # Ends with RESULT lines.
 set -u
-vmm=$1 kvctl=$2 rtt=$3 image=$4 count=$5
-case $image in /*) ;; *) image=$PWD/$image ;; esac
-dir=$(mktemp -d /tmp/kv-migrate-bench.XXXXXX)
-sock=$dir/kv.sock
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-die() {
-  echo "bench/migrate: $*" >&2
-  [ -f "$dir/out" ] && cat "$dir/out" >&2
-  exit 1
-}
-ctl() { "$kvctl" --socket "$sock" "$@"; }
-read_u64() { ctl xp "$1" 8 | sed -n 's/^value: //p'; }
+vmm=$1 kvctl=$2 rtt=$3 image=$4 count=$5 name=bench/migrate
+. "$(dirname "$0")/vmm-test-lib.sh"
 now_ns() { date +%s%N; }
 # p50 and p99 (nearest rank) of the numbers in file $1, one a line.
 pct() { sort -n "$1" | awk '{ a[NR] = $1 } END { i = int(NR * 0.5 + 0.5); j = int(NR * 0.99 + 0.5); if (i < 1) i = 1; if (j < 1) j = 1; print a[i], a[j] }'; }
 
-head -c 32 /dev/urandom >"$dir/key"
-chmod 600 "$dir/key"
-base=$((20000 + ($$ % 20000) * 2))
-cat >"$dir/guest.conf" <<CONF
-[guest]
-kernel = $image
-console = file:$dir/console
-control = $sock
-[cluster]
-key-file = $dir/key
-[node.0]
-address = 127.0.0.1
-port = $base
-vcpus = 1
-memory = 64M
-[node.1]
-address = 127.0.0.1
-port = $((base + 1))
-vcpus = 1
-memory = 64M
-CONF
+cluster_conf 1 1
 "$vmm" --config "$dir/guest.conf" --local </dev/null >"$dir/out" 2>&1 &
 pid=$!
 i=0
 until [ -S "$sock" ] && [ "$(read_u64 0x101010 2>/dev/null)" = 2 ]; do
-  kill -0 "$pid" 2>/dev/null || die "vmm-launch ended before the guest counted"
+  kill -0 "$pid" 2>/dev/null || fail "vmm-launch ended before the guest counted"
   i=$((i + 1))
-  [ $i -lt 300 ] || die "the guest's 2 vCPUs did not start counting within 30 s"
+  [ $i -lt 300 ] || fail "the guest's 2 vCPUs did not start counting within 30 s"
   sleep 0.1
 done
 khz=$(ctl --json stats | grep -o '"tsc_khz": *[0-9]*' | head -n 1 | tr -dc 0-9)
-[ -n "$khz" ] && [ "$khz" -gt 0 ] || die "the I/O node does not say the TSC's rate"
+[ -n "$khz" ] && [ "$khz" -gt 0 ] || fail "the I/O node does not say the TSC's rate"
 page=0x111000 # vCPU 1 (APIC ID 1): +8 longest gap, +16 gaps over 0.1 ms, +24 their sum
 over() { read_u64 $((page + 24)); }
 
@@ -79,14 +44,14 @@ done >"$dir/script"
 [ $((count % 2)) = 1 ] && echo "migrate 1 1" >>"$dir/script"
 s0=$(over)
 t0=$(now_ns)
-ctl <"$dir/script" >"$dir/moves" 2>&1 || die "a migration failed: $(grep -m1 kvctl "$dir/moves")"
+ctl <"$dir/script" >"$dir/moves" 2>&1 || fail "a migration failed: $(grep -m1 kvctl "$dir/moves")"
 t1=$(now_ns)
 s1=$(over)
 quiet_ns=$((t1 - t0))
 sleep "$(awk -v ns=$quiet_ns 'BEGIN { printf "%.3f", ns / 1e9 }')"
 s2=$(over)
 moved=$(grep -c '^moved: true$' "$dir/moves")
-[ "$moved" -ge "$count" ] || die "$moved of $count moves were made"
+[ "$moved" -ge "$count" ] || fail "$moved of $count moves were made"
 state=$(sed -n 's/^state_bytes: //p' "$dir/moves" | head -n 1)
 grep '^pause_ns: ' "$dir/moves" | cut -d' ' -f2 >"$dir/pause"
 set -- $(pct "$dir/pause")
@@ -97,7 +62,7 @@ ctl quit >/dev/null
 wait "$pid"
 pid=
 
-"$rtt" --bytes "$state" --samples 2000 >"$dir/rtt" 2>/dev/null || die "kv-transport-rtt failed"
+"$rtt" --bytes "$state" --samples 2000 >"$dir/rtt" 2>/dev/null || fail "kv-transport-rtt failed"
 floor=$(sed -n 's/^rtt_p50_ns //p' "$dir/rtt")
 floor99=$(sed -n 's/^rtt_p99_ns //p' "$dir/rtt")
 awk -v p50=$p50 -v p99=$p99 -v floor=$floor -v floor99=$floor99 -v n=$moved -v state=$state \

@@ -39,5 +39,8 @@ else
 fi
 echo "$name: inside a lab host ($why)"
 args=()
+# The run script and what it sources from beside it (vmm-test-lib.sh).
+lib=$(dirname "$run")/vmm-test-lib.sh
+[[ -f $lib ]] && args+=(--file "$lib")
 for f in "${files[@]}" "$run"; do args+=(--file "$f"); done
 "$repo/scripts/lab" host --timeout 600 "${args[@]}" -- sh "$run" "${files[@]}" "${extra[@]}"

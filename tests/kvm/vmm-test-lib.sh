@@ -1,0 +1,53 @@
+# Sourced (POSIX sh) by the run scripts of tests/kvm/vmm-on-kvm.sh (control-run.sh,
+# migrate-run.sh, migrate-bench.sh), here or in a lab host, after setting `name` (how
+# failures are prefixed), `kvctl` and `image`. Gives: $dir (removed at exit, with the
+# vmm-launch in $pid killed if it still runs), $sock, fail, ctl, read_u64, wait_at_least,
+# and cluster_conf.
+case $image in /*) ;; *) image=$PWD/$image ;; esac # a config file names it
+dir=$(mktemp -d "/tmp/kv-$(echo "$name" | tr / -).XXXXXX")
+sock=$dir/kv.sock
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+fail() {
+  echo "$name: FAIL: $*" >&2
+  if [ -f "$dir/out" ]; then
+    echo "--- vmm-launch's output:" >&2
+    cat "$dir/out" >&2
+  fi
+  exit 1
+}
+ctl() { "$kvctl" --socket "$sock" "$@"; }
+read_u64() { ctl xp "$1" 8 | sed -n 's/^value: //p'; }
+# Polls until `read_u64 ADDR` is at least N: at most 600 reads, 0.1 s apart, while
+# vmm-launch runs.
+wait_at_least() {
+  i=0
+  while :; do
+    v=$(read_u64 "$1")
+    [ -n "$v" ] && [ "$v" -ge "$2" ] && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    i=$((i + 1))
+    [ $i -lt 600 ] || return 1
+    sleep 0.1
+  done
+}
+# cluster_conf VCPUS0 VCPUS1 [LINE...]: $dir/guest.conf, $image over 2 nodes of this host
+# (ports from the process id, a fresh key), console to $dir/console, the control socket
+# $sock, then the extra lines (e.g. [vcpu.N] sections).
+cluster_conf() {
+  head -c 32 /dev/urandom >"$dir/key"
+  chmod 600 "$dir/key"
+  base=$((20000 + ($$ % 20000) * 2))
+  {
+    printf '[guest]\nkernel = %s\nconsole = file:%s/console\ncontrol = %s\n' "$image" "$dir" "$sock"
+    printf '[cluster]\nkey-file = %s/key\nconnect-timeout = 20s\n' "$dir"
+    printf '[node.0]\naddress = 127.0.0.1\nport = %s\nvcpus = %s\nmemory = 64M\n' $base "$1"
+    printf '[node.1]\naddress = 127.0.0.1\nport = %s\nvcpus = %s\nmemory = 64M\n' $((base + 1)) "$2"
+    shift 2
+    for line in "$@"; do printf '%s\n' "$line"; done
+  } >"$dir/guest.conf"
+}
