@@ -20,7 +20,7 @@ now_ns() { date +%s%N; }
 # p50 and p99 (nearest rank) of the numbers in file $1, one a line.
 pct() { sort -n "$1" | awk '{ a[NR] = $1 } END { i = int(NR * 0.5 + 0.5); j = int(NR * 0.99 + 0.5); if (i < 1) i = 1; if (j < 1) j = 1; print a[i], a[j] }'; }
 
-cluster_conf 1 1
+cluster_conf "1 1"
 "$vmm" --config "$dir/guest.conf" --local </dev/null >"$dir/out" 2>&1 &
 pid=$!
 i=0

@@ -35,19 +35,24 @@ wait_at_least() {
     sleep 0.1
   done
 }
-# cluster_conf VCPUS0 VCPUS1 [LINE...]: $dir/guest.conf, $image over 2 nodes of this host
-# (ports from the process id, a fresh key), console to $dir/console, the control socket
-# $sock, then the extra lines (e.g. [vcpu.N] sections).
+# cluster_conf "VCPUS0 VCPUS1 ..." [LINE...]: $dir/guest.conf, $image over one node of
+# this host per count given (that many vCPUs each; ports from the process id, a fresh
+# key), console to $dir/console, the control socket $sock, then the extra lines (e.g.
+# [vcpu.N] sections).
 cluster_conf() {
   head -c 32 /dev/urandom >"$dir/key"
   chmod 600 "$dir/key"
-  base=$((20000 + ($$ % 20000) * 2))
+  port=$((20000 + ($$ % 10000) * 4))
   {
     printf '[guest]\nkernel = %s\nconsole = file:%s/console\ncontrol = %s\n' "$image" "$dir" "$sock"
     printf '[cluster]\nkey-file = %s/key\nconnect-timeout = 20s\n' "$dir"
-    printf '[node.0]\naddress = 127.0.0.1\nport = %s\nvcpus = %s\nmemory = 64M\n' $base "$1"
-    printf '[node.1]\naddress = 127.0.0.1\nport = %s\nvcpus = %s\nmemory = 64M\n' $((base + 1)) "$2"
-    shift 2
+    k=0
+    for n in $1; do
+      printf '[node.%s]\naddress = 127.0.0.1\nport = %s\nvcpus = %s\nmemory = 64M\n' $k $port "$n"
+      k=$((k + 1))
+      port=$((port + 1))
+    done
+    shift
     for line in "$@"; do printf '%s\n' "$line"; done
   } >"$dir/guest.conf"
 }
