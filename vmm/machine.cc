@@ -538,7 +538,9 @@ void Machine::log_progress() const {
 
 void Machine::print_stats(FILE* out) const {
     if (multi_) std::fprintf(out, "--- node %u ---\n", self_);
-    for (const auto& v : vcpus_) v->print_counters(out);
+    // The vCPUs that ran here (a copy that never did has nothing to say).
+    for (const auto& v : vcpus_)
+        if (v->started_ns() != 0) v->print_counters(out);
     router_->print_counters(out);
     if (ioapic_) std::fprintf(out, "ioapic: interrupts raised=%" PRIu64 "\n", ioapic_->raised());
     if (link_) link_->print_counters(out);
