@@ -18,6 +18,8 @@ namespace kv {
 
 namespace {
 
+constexpr uint32_t kMsrTsc = 0x10;  // IA32_TIME_STAMP_COUNTER
+
 constexpr int kKickSignal = SIGUSR1;
 thread_local kvm_run* tl_run = nullptr;
 
@@ -308,6 +310,12 @@ Result<CpuState> Vcpu::save_state(std::span<const uint32_t> msr_indices) {
     // Writing back the value just read changes nothing; the answer is kept per index.
     std::vector<kvm_msr_entry> keep;
     for (const auto& m : s.msrs) {
+        // Never the TSC: a host write of it moves the vCPU's TSC offset (KVM re-bases it
+        // by the time since the read), and restore_state() does not write it anyway.
+        if (m.index == kMsrTsc) {
+            keep.push_back(m);
+            continue;
+        }
         auto known = msr_writable_.find(m.index);
         bool ok;
         if (known != msr_writable_.end()) {
@@ -347,7 +355,7 @@ Status Vcpu::restore_state(const CpuState& s) {
     if (s.debugregs) KV_TRY(wrap(fd_.set_debugregs(*s.debugregs)));
     std::vector<kvm_msr_entry> msrs;
     for (const auto& m : s.msrs)
-        if (m.index != 0x10) msrs.push_back(kvm_msr_entry{m.index, 0, m.data});  // not the TSC
+        if (m.index != kMsrTsc) msrs.push_back(kvm_msr_entry{m.index, 0, m.data});
     if (!msrs.empty()) KV_TRY(wrap(fd_.set_msrs(msrs)));
     kvm_vcpu_events ev = s.events;
     ev.flags = (s.events.flags & (KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_SMM)) |
