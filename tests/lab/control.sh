@@ -48,16 +48,9 @@ guest='n=0; while clock-check -n 100 >/tmp/cc 2>&1; do n=$((n+1)); echo KV-CLOCK
 "$lab" boot --control-script "$script" "$@" -- "$guest" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 
-ok=1
-check() { # check DESCRIPTION ERE [COUNT]
-  local n
-  n=$(grep -Ec -- "$2" "$out")
-  if ((n < ${3:-1})); then
-    echo "control: FAIL: $1 (no${3:+ $3} line(s) matching '$2', $n found)" >&2
-    ok=0
-  fi
-}
-[[ $status == 143 ]] || { echo "control: FAIL: exit status $status, expected 143 (the work ended by the power button)" >&2; ok=0; }
+name=control
+. "$(dirname "$0")/check-lib.sh"
+expect_status "$status" 143 "the work ended by the power button"
 check "every kvctl command succeeded" '^KV-LAB-CONTROL-STATUS=0$'
 check "the guest was paused after each stop" '^ctl: status: paused$' 3
 check "the guest ran again after the last cont" '^ctl: status: running$'

@@ -51,16 +51,9 @@ guest='n=0; while smp-check -k 20000 -m 2 >/tmp/o 2>&1 && clock-check -n 50 >>/t
 "$lab" boot --control-script "$script" "$@" -- "$guest" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 
-ok=1
-check() { # check DESCRIPTION ERE [COUNT]
-  local n
-  n=$(grep -Ec -- "$2" "$out")
-  if ((n < ${3:-1})); then
-    echo "migrate: FAIL: $1 (no${3:+ $3} line(s) matching '$2', $n found)" >&2
-    ok=0
-  fi
-}
-[[ $status == 143 ]] || { echo "migrate: FAIL: exit status $status, expected 143 (the work ended by the power button)" >&2; ok=0; }
+name=migrate
+. "$(dirname "$0")/check-lib.sh"
+expect_status "$status" 143 "the work ended by the power button"
 check "every kvctl command succeeded" '^KV-LAB-CONTROL-STATUS=0$'
 check "every move was made" '^ctl: moved: true$' 21
 check "query-vcpus showed vCPU 1 on node 0 after each move there" '^ctl: KV-VCPU1-ON-0$' 11
