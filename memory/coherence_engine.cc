@@ -29,7 +29,7 @@ Result<std::unique_ptr<CoherenceEngine>> CoherenceEngine::create(GuestMemory& me
                                     : HomeMap::from_ranges(opts.homes, pages, opts.num_nodes);
     if (!homes) return homes.error();
     if (opts.self >= opts.num_nodes) return Error{"coherence engine: node id outside the cluster"};
-    auto uffd = Userfaultfd::open();
+    auto uffd = Userfaultfd::open(opts.shadow != nullptr);
     if (!uffd) return uffd.error();
     for (const auto& r : mem.regions()) KV_TRY(uffd->register_missing_wp(r.mapping.data(), r.size));
     auto stop = Fd::check(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd");
@@ -79,6 +79,9 @@ CoherenceEngine::CoherenceEngine(GuestMemory& mem, Options opts, Userfaultfd uff
         messages_.insert(messages_.end(), more.begin(), more.end());
     }
     actions_.reserve(3 * kMaxNodes);
+    // Physical addresses a guest page-table entry may hold: RAM and the MMIO below 4 GiB.
+    max_gpa_ = uint64_t{1} << 32;
+    for (const auto& r : mem_.regions()) max_gpa_ = std::max(max_gpa_, r.base.value + r.size);
 }
 
 CoherenceEngine::~CoherenceEngine() {
@@ -156,6 +159,7 @@ Status CoherenceEngine::start(Transport& transport) {
         transport_ = &transport;
     }
     fault_thread_ = std::thread([this] { fault_loop(); });
+    if (opts_.shadow) fault_handler_thread_ = std::thread([this] { fault_handler_loop(); });
     if (opts_.hold_ns) hold_thread_ = std::thread([this] { hold_loop(); });
     return {};
 }
@@ -183,6 +187,14 @@ void CoherenceEngine::stop() {
         (void)!::write(stop_fd_.get(), &one, sizeof one);
         fault_thread_.join();
     }
+    if (fault_handler_thread_.joinable()) {
+        {
+            std::lock_guard lk(fq_mu_);
+            fq_stop_ = true;
+        }
+        fq_cv_.notify_one();
+        fault_handler_thread_.join();
+    }
 }
 
 void CoherenceEngine::fault_loop() {
@@ -200,9 +212,54 @@ void CoherenceEngine::fault_loop() {
             fail(n.error());
             return;
         }
+        if (opts_.shadow) {
+            // Noted first (the guard may be waiting for it, the engine's lock held), then
+            // handled on the handler thread.
+            for (size_t i = 0; i < *n; ++i) {
+                const uffd_msg& m = msgs[i];
+                if (m.event != UFFD_EVENT_PAGEFAULT) continue;
+                if (auto pfn = pfn_of(m.arg.pagefault.address))
+                    opts_.shadow->note_fault(static_cast<pid_t>(m.arg.pagefault.feat.ptid), *pfn,
+                                             m.arg.pagefault.flags & (UFFD_PAGEFAULT_FLAG_WP |
+                                                                      UFFD_PAGEFAULT_FLAG_WRITE));
+            }
+            {
+                std::lock_guard lk(fq_mu_);
+                for (size_t i = 0; i < *n; ++i)
+                    if (msgs[i].event == UFFD_EVENT_PAGEFAULT) fault_queue_.push_back(msgs[i]);
+            }
+            fq_cv_.notify_one();
+            continue;
+        }
         for (size_t i = 0; i < *n; ++i)
             if (msgs[i].event == UFFD_EVENT_PAGEFAULT && !failed_) handle_fault(msgs[i]);
     }
+}
+
+void CoherenceEngine::fault_handler_loop() {
+    std::unique_lock lk(fq_mu_);
+    for (;;) {
+        fq_cv_.wait(lk, [&] { return fq_stop_ || !fault_queue_.empty(); });
+        if (fq_stop_) return;
+        const uffd_msg m = fault_queue_.front();
+        fault_queue_.pop_front();
+        lk.unlock();
+        if (!failed_) handle_fault(m);
+        lk.lock();
+    }
+}
+
+bool CoherenceEngine::hold_for_drop(uint64_t pfn, const uint8_t* page) {
+    (void)pfn;
+    // The page is present here (the core drops only a copy it has), so reading it cannot
+    // fault.
+    if (!opts_.shadow || !looks_like_page_table({page, kPageSize}, max_gpa_)) return false;
+    counters_.page_table_drops.fetch_add(1, std::memory_order_relaxed);
+    opts_.shadow->hold([this](uint64_t p, bool write) {
+        const LocalState s = core_.local_state(p);
+        return s == LocalState::I || (write && s != LocalState::M);
+    });
+    return true;
 }
 
 void CoherenceEngine::handle_fault(const uffd_msg& m) {
@@ -366,12 +423,14 @@ Status CoherenceEngine::run_actions(uint64_t t0) {
                 if (i + 1 < actions_.size() && actions_[i + 1].op == Action::Op::Invalidate &&
                     actions_[i + 1].pfn == a.pfn) {
                     thread_local uint8_t snapshot[kPageSize];
+                    const bool owed = hold_for_drop(a.pfn, page);
                     if (a.payload == Action::Payload::LocalPage) {
                         std::memcpy(snapshot, page, kPageSize);
                         payload = {snapshot, kPageSize};
                     }
-                    if (::madvise(page, kPageSize, MADV_DONTNEED) != 0)
-                        return Error::from_errno("madvise(MADV_DONTNEED) on guest RAM");
+                    const int r = ::madvise(page, kPageSize, MADV_DONTNEED);
+                    if (owed) opts_.shadow->release();
+                    if (r != 0) return Error::from_errno("madvise(MADV_DONTNEED) on guest RAM");
                     counters_.local_invalidations.fetch_add(1, std::memory_order_relaxed);
                     ++i;  // that Invalidate is done
                 }
@@ -401,16 +460,22 @@ Status CoherenceEngine::run_actions(uint64_t t0) {
             case Action::Op::Unprotect:
                 KV_TRY(uffd_.writeprotect(page, kPageSize, false));
                 break;
-            case Action::Op::Invalidate:
+            case Action::Op::Invalidate: {
                 // KVM's MMU notifier drops the guest mapping too; the next access faults.
-                if (::madvise(page, kPageSize, MADV_DONTNEED) != 0)
-                    return Error::from_errno("madvise(MADV_DONTNEED) on guest RAM");
+                const bool owed = hold_for_drop(a.pfn, page);
+                const int r = ::madvise(page, kPageSize, MADV_DONTNEED);
+                if (owed) opts_.shadow->release();
+                if (r != 0) return Error::from_errno("madvise(MADV_DONTNEED) on guest RAM");
                 counters_.local_invalidations.fetch_add(1, std::memory_order_relaxed);
                 break;
+            }
             case Action::Op::Wake:
                 KV_TRY(uffd_.wake(page, kPageSize));
                 break;
         }
+        if (opts_.shadow && (a.op == Action::Op::Install || a.op == Action::Op::Unprotect ||
+                             a.op == Action::Op::Wake))
+            opts_.shadow->resolved(a.pfn);
         if (opts_.hold_ns && (a.op == Action::Op::Install || a.op == Action::Op::Unprotect))
             gained_at_[a.pfn] = now_ns();
         if ((a.op == Action::Op::Install || a.op == Action::Op::Unprotect ||

@@ -38,6 +38,7 @@
 #include "memory/coherence_protocol.h"
 #include "memory/dsm_stats.h"
 #include "memory/guest_memory.h"
+#include "memory/shadow_mmu.h"
 #include "memory/uffd.h"
 
 namespace kv {
@@ -66,6 +67,11 @@ class CoherenceEngine : public MessageHandler {
         // It lets a vCPU finish a burst of accesses instead of losing the page between
         // them (docs/memory.md "Hold window").
         uint64_t hold_ns = 0;
+        // This node's KVM runs the guest on shadow paging: a page that looks like a page
+        // table is given up only with every local vCPU held out of guest mode, and KVM's
+        // shadow pages are dropped before they run again (shadow_mmu.h). Must outlive the
+        // engine; null: not needed (nested paging).
+        ShadowMmuGuard* shadow = nullptr;
     };
 
     // Registers every region of `mem` with a new userfaultfd. `mem` must outlive the
@@ -125,7 +131,11 @@ class CoherenceEngine : public MessageHandler {
     };
 
     void fault_loop();
+    void fault_handler_loop();
     void hold_loop();
+    // Before dropping page `pfn` (lock held): with a shadow guard and a page that looks
+    // like a page table, holds the vCPUs out; true if release() is owed.
+    bool hold_for_drop(uint64_t pfn, const uint8_t* page);
     void handle_fault(const uffd_msg& m);
     // Hands a message to the core and runs its actions (lock held).
     void deliver(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload, uint64_t now);
@@ -147,6 +157,15 @@ class CoherenceEngine : public MessageHandler {
     uint64_t num_pages_ = 0;
     Transport* transport_ = nullptr;  // under mu_
     std::thread fault_thread_;
+    // With a shadow guard the fault thread only reads and notes faults (it must never wait
+    // for the lock: ShadowMmuGuard::hold() waits, lock held, for faults to be noted), and
+    // this thread handles them.
+    std::thread fault_handler_thread_;
+    std::mutex fq_mu_;
+    std::condition_variable fq_cv_;
+    std::deque<uffd_msg> fault_queue_;  // under fq_mu_
+    bool fq_stop_ = false;              // under fq_mu_
+    uint64_t max_gpa_ = 0;              // page-table test: addresses below this
     std::atomic<bool> failed_{false};
     std::atomic<bool> stopping_{false};
     DsmCounters counters_;

@@ -39,6 +39,7 @@ DsmStats DsmCounters::snapshot() const {
     s.invalidations_received = ld(invalidations_received);
     s.local_invalidations = ld(local_invalidations);
     s.held_messages = ld(held_messages);
+    s.page_table_drops = ld(page_table_drops);
     for (int b = 0; b < kLatencyBuckets; ++b) {
         s.fault_latency.buckets[b] = ld(fault_[b]);
         s.invalidation_latency.buckets[b] = ld(inv_[b]);
@@ -65,10 +66,11 @@ void DsmStats::print(FILE* out) const {
                  "dsm: faults read-missing=%llu write-missing=%llu write-protect=%llu\n"
                  "dsm: pages sent=%llu received=%llu\n"
                  "dsm: invalidations sent=%llu received=%llu local=%llu\n"
-                 "dsm: messages held for the hold window=%llu\n",
+                 "dsm: messages held for the hold window=%llu\n"
+                 "dsm: page-table copies dropped (shadow paging: vCPUs held out)=%llu\n",
                  u(read_missing_faults), u(write_missing_faults), u(write_protect_faults),
                  u(pages_sent), u(pages_received), u(invalidations_sent), u(invalidations_received),
-                 u(local_invalidations), u(held_messages));
+                 u(local_invalidations), u(held_messages), u(page_table_drops));
     print_hist(out, "fault latency", fault_latency);
     print_hist(out, "invalidation latency", invalidation_latency);
 }

@@ -29,6 +29,8 @@ struct DsmStats {
     uint64_t invalidations_received = 0;    // Inv messages received
     uint64_t local_invalidations = 0;       // copies dropped here (Inv, FetchInv, home copy)
     uint64_t held_messages = 0;             // messages that waited for the hold window
+    uint64_t page_table_drops = 0;          // copies dropped that looked like page tables
+                                            // (shadow paging: each held the vCPUs out)
     LatencyHistogram fault_latency;         // fault event read -> page installed/unprotected
     LatencyHistogram invalidation_latency;  // home: first Inv sent -> last InvAck
 
@@ -46,6 +48,7 @@ class DsmCounters {
     std::atomic<uint64_t> invalidations_received{0};
     std::atomic<uint64_t> local_invalidations{0};
     std::atomic<uint64_t> held_messages{0};
+    std::atomic<uint64_t> page_table_drops{0};
 
     void record_fault_latency(uint64_t ns) { record(fault_, ns); }
     void record_invalidation_latency(uint64_t ns) { record(inv_, ns); }

@@ -33,12 +33,13 @@ int xioctl(int fd, unsigned long req, void* arg) {
 
 }  // namespace
 
-Result<Userfaultfd> Userfaultfd::open() {
+Result<Userfaultfd> Userfaultfd::open(bool thread_id) {
     auto fd = open_raw();
     if (!fd) return fd.error();
     uffdio_api api{};
     api.api = UFFD_API;
-    api.features = 0;  // MISSING and WP on anonymous memory need no optional feature
+    // MISSING and WP on anonymous memory need no optional feature.
+    api.features = thread_id ? UFFD_FEATURE_THREAD_ID : 0;
     if (xioctl(fd->get(), UFFDIO_API, &api) != 0) return Error::from_errno("UFFDIO_API");
     return Userfaultfd(std::move(fd).value());
 }

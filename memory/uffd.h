@@ -20,8 +20,9 @@ namespace kv {
 
 class Userfaultfd {
   public:
-    // Opens a non-blocking, close-on-exec userfaultfd and negotiates UFFD_API.
-    static Result<Userfaultfd> open();
+    // Opens a non-blocking, close-on-exec userfaultfd and negotiates UFFD_API; with
+    // `thread_id`, fault messages name the faulting thread (UFFD_FEATURE_THREAD_ID).
+    static Result<Userfaultfd> open(bool thread_id = false);
 
     int fd() const { return fd_.get(); }
 

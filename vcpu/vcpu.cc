@@ -95,6 +95,12 @@ Result<std::unique_ptr<Vcpu>> Vcpu::create(VmFd& vm, uint32_t index, uint32_t nu
     VcpuEnv::Topology topo =
         env.topology.value_or(VcpuEnv::Topology{index, num_vcpus, bits_for(num_vcpus)});
     std::unique_ptr<Vcpu> v(new Vcpu(index, topo.apic_id, std::move(fd).value(), std::move(env)));
+    // The guard kicks only a vCPU inside KVM_RUN (its thread runs): the signal alone, no
+    // lock (the guard kicks with the engine's lock held; the vCPU's own lock may be held by
+    // its thread while it waits on a fault the engine serves).
+    if (v->env_.shadow)
+        v->shadow_slot_ = v->env_.shadow->add_vcpu(
+            [p = v.get()] { pthread_kill(p->tid_.load(std::memory_order_acquire), kKickSignal); });
     CpuidParams params;
     params.vcpu_index = index;
     params.apic_id = topo.apic_id;
@@ -608,7 +614,10 @@ bool Vcpu::run_once() {
     kvm_run* run = fd_.run_page();
     run->cr8 = lapic_.tpr() >> 4;
     inject_pending();
+    // Held out of guest mode while this node's KVM drops shadow pages (shadow_mmu.h).
+    if (env_.shadow) env_.shadow->enter(shadow_slot_);
     int err = fd_.run();
+    if (env_.shadow) env_.shadow->leave(shadow_slot_);
     record_exit(err);
     lapic_.set_tpr(uint8_t((run->cr8 & 0xF) << 4) | (lapic_.tpr() & 0xF));
     if (err == EINTR || err == EAGAIN) {

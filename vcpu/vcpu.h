@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "memory/shadow_mmu.h"
 #include "vcpu/cpu_state.h"
 #include "vcpu/ipi_router.h"
 #include "vcpu/kvm.h"
@@ -70,6 +71,9 @@ struct VcpuEnv {
         uint32_t core_bits = 0;
     };
     std::optional<Topology> topology;
+    // Shadow paging under a multi-node guest (memory/shadow_mmu.h): every KVM_RUN passes
+    // its gate. Null: none.
+    ShadowMmuGuard* shadow = nullptr;
 };
 
 enum class VcpuState { WaitForSipi, Running, Stopped };
@@ -173,6 +177,7 @@ class Vcpu : public InterruptTarget {
     uint32_t index_;
     VcpuFd fd_;
     VcpuEnv env_;
+    size_t shadow_slot_ = 0;  // its slot in env_.shadow
     Lapic lapic_;
 
     mutable std::mutex mu_;

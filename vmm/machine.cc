@@ -3,6 +3,7 @@
 #include <fcntl.h>
 
 #include <cinttypes>
+#include <cstdlib>
 #include <cstring>
 #include <string_view>
 
@@ -38,6 +39,9 @@ namespace {
 // Where KVM may put its real-mode TSS and identity page (Intel only; harmless elsewhere):
 // just below the 4 GiB BIOS area, inside the 32-bit hole and away from our MMIO.
 constexpr uint64_t kTssAddr = 0xFFFBD000;
+// The shadow-MMU dummy slot (and its other place, 2 MiB above): 256 GiB, above any RAM or
+// MMIO the guest has and below a 40-bit physical address width.
+constexpr uint64_t kShadowDummyGpa = uint64_t{1} << 38;
 constexpr uint8_t kSerialIrq = 4, kSciIrq = 9;  // the RTC raises no interrupt (IRQ 8 unused)
 
 }  // namespace
@@ -57,6 +61,8 @@ Machine::~Machine() {
 }
 
 void Machine::shut_down() {
+    // vCPUs blocked in faults may never be woken now: nothing is held out any more.
+    if (shadow_guard_) shadow_guard_->abandon();
     for (auto& v : vcpus_) v->request_stop();
     if (link_) link_->close();        // vCPUs waiting for forwarded I/O give up
     if (control_) control_->close();  // control requests in flight fail
@@ -130,6 +136,34 @@ Status Machine::connect_cluster(const std::optional<ConfigDigest>& given) {
     eo.on_error = [this](const Error& e) {
         request_stop(StopReason::Failed, "guest memory: " + e.message);
     };
+    // The guard is off unless KERRVISOR_SHADOW_GUARD=on: it keeps a freestanding guest's
+    // page tables coherent (kvm.pagetables) but a Linux guest's boot stops at its first
+    // hold, vCPU 0 never leaving KVM_RUN (docs/memory.md, "Page tables under shadow
+    // paging": an open bug). Without it, a shadow-paging host is told it runs unprotected.
+    bool shadow = false;
+    if (const char* e = std::getenv("KERRVISOR_SHADOW_GUARD")) {
+        const std::string v = e;
+        if (v != "on" && v != "off")
+            return Error{"KERRVISOR_SHADOW_GUARD wants on or off, got '" + v + "'"};
+        shadow = v == "on";
+    }
+    if (!shadow && host_uses_shadow_paging())
+        KV_WARN(
+            "node %u: KVM runs on shadow paging and the shadow-MMU guard is off: a guest "
+            "page table another node rewrites can leave stale translations here "
+            "(docs/memory.md, \"Page tables under shadow paging\")",
+            self_);
+    if (shadow) {
+        // The guest's page tables move between nodes behind KVM's back (shadow_mmu.h).
+        KV_INFO(
+            "node %u: shadow-MMU guard on: a page table leaves this node only with the "
+            "vCPUs held out, and KVM's shadow pages are dropped",
+            self_);
+        shadow_guard_ = std::make_unique<ShadowMmuGuard>(
+            [this] { return zap_shadow_mmu(); },
+            [this](const Error& e) { request_stop(StopReason::Failed, e.message); });
+        eo.shadow = shadow_guard_.get();
+    }
     auto engine = CoherenceEngine::create(*mem_, std::move(eo));
     if (!engine) return Error{"guest memory: " + engine.error().message};
     engine_ = std::move(engine).value();
@@ -263,6 +297,16 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
     return {};
 }
 
+Status Machine::zap_shadow_mmu() {
+    // Moving a memory slot makes KVM drop every shadow page of the VM (x86:
+    // kvm_arch_flush_shadow_memslot zaps the whole MMU); the dummy slot goes back and forth
+    // between two addresses.
+    shadow_dummy_high_ = !shadow_dummy_high_;
+    return vm_.set_user_memory_region(shadow_dummy_slot_,
+                                      kShadowDummyGpa + (shadow_dummy_high_ ? 0x200000 : 0), 4096,
+                                      shadow_dummy_.data());
+}
+
 Status Machine::create_vm_and_vcpus() {
     // Every vCPU of the guest on every node: those placed elsewhere are copies that wait,
     // never started, for a migration to bring their vCPU here (docs/migration.md).
@@ -278,6 +322,16 @@ Status Machine::create_vm_and_vcpus() {
         KV_DEBUG("KVM_SET_TSS_ADDR refused (%s): fine off Intel", s.error().message.c_str());
     for (const auto& r : mem_->regions())
         KV_TRY(vm_.set_user_memory_region(r.slot, r.base.value, r.size, r.mapping.data()));
+    if (shadow_guard_) {
+        // A page no guest address reaches (far above RAM and MMIO), in a slot of its own.
+        auto m = Mapping::anonymous(4096, 0);
+        if (!m) return Error{"the shadow-MMU dummy slot: " + m.error().message};
+        shadow_dummy_ = std::move(m).value();
+        for (const auto& r : mem_->regions())
+            shadow_dummy_slot_ = std::max(shadow_dummy_slot_, r.slot + 1);
+        KV_TRY(vm_.set_user_memory_region(shadow_dummy_slot_, kShadowDummyGpa, 4096,
+                                          shadow_dummy_.data()));
+    }
 
     auto supported = kvm_->supported_cpuid();
     if (!supported) return supported.error();
@@ -302,6 +356,7 @@ Status Machine::create_vm_and_vcpus() {
         }
         if (multi_)
             env.topology = VcpuEnv::Topology{topo_.apic_ids[i], topo_.max_cores, topo_.core_bits};
+        env.shadow = shadow_guard_.get();
         auto v = Vcpu::create(vm_, i, topo_.num_vcpus(), *supported, std::move(env));
         if (!v) return Error{"vCPU " + std::to_string(i) + ": " + v.error().message};
         if (tsc_offset_) {

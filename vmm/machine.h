@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/fd.h"
+#include "base/mapping.h"
 #include "base/result.h"
 #include "interconnect/transport_options.h"
 #include "memory/dsm_stats.h"
@@ -198,6 +199,13 @@ class Machine : public IoHandler, public IrqChip {
     std::atomic<uint64_t> tsc_khz_{0};    // node 0 of a multi-node guest: the TSC's real rate
     std::optional<Kvm> kvm_;
     VmFd vm_;
+    // Shadow paging under a multi-node guest (memory/shadow_mmu.h): the guard, and the
+    // one-page dummy memory slot whose moves make KVM drop every shadow page.
+    std::unique_ptr<ShadowMmuGuard> shadow_guard_;
+    Mapping shadow_dummy_;
+    uint32_t shadow_dummy_slot_ = 0;
+    bool shadow_dummy_high_ = false;
+    Status zap_shadow_mmu();
     std::optional<GuestMemory> mem_;
     // Multi-node: the link to the other nodes, the coherence engine over mem_, the
     // transport that carries both (destroyed in shut_down(), in reverse order).

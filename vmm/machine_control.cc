@@ -211,7 +211,8 @@ Json Machine::node_report() const {
                             {"pages_received", d.pages_received},
                             {"invalidations_sent", d.invalidations_sent},
                             {"invalidations_received", d.invalidations_received},
-                            {"held_messages", d.held_messages}};
+                            {"held_messages", d.held_messages},
+                            {"page_table_drops", d.page_table_drops}};
         mem["fault_latency"] = latency_json(d.fault_latency);
         Json hot = Json::array();
         for (const auto& p : engine_->hottest_pages(8))
