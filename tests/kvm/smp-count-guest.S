@@ -125,47 +125,8 @@ count:
     hlt
     jmp 6b
 
-/* The AP trampoline, copied to TRAMPOLINE: real mode at CS:IP = 0x0800:0 -> long mode
- * with its own GDT and the boot processor's page tables, then `count`. */
-    .balign 16
-trampoline:
-    .code16
-    cli
-    mov %cs, %ax
-    mov %ax, %ds
-    lgdtl tr_gdtr - trampoline
-    mov %cr4, %eax
-    or $0x20, %eax                         /* PAE */
-    mov %eax, %cr4
-    movl tr_cr3 - trampoline, %eax
-    mov %eax, %cr3
-    mov $0xc0000080, %ecx                  /* EFER.LME */
-    rdmsr
-    or $0x100, %eax
-    wrmsr
-    mov %cr0, %eax
-    or $0x80000001, %eax                   /* PG, PE */
-    mov %eax, %cr0
-    ljmpl $0x08, $TR(tr_long)
-    .code64
-tr_long:
-    mov $0x10, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %ss
-    movabs $ABS(count), %rax
-    jmp *%rax
-    .balign 8
-tr_gdt:
-    .quad 0
-    .quad 0x00af9a000000ffff               /* 0x08: 64-bit code */
-    .quad 0x00cf92000000ffff               /* 0x10: data */
-tr_gdtr:
-    .word tr_gdtr - tr_gdt - 1
-    .long TR(tr_gdt)
-tr_cr3:
-    .long 0
-trampoline_end:
+#define AP_ENTRY count
+#include "ap-trampoline.S"
 
 message:
     .ascii "smp-count-guest: counting at 0x101000\n\0"
