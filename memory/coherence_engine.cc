@@ -475,7 +475,7 @@ Status CoherenceEngine::run_actions(uint64_t t0) {
         }
         if (opts_.shadow && (a.op == Action::Op::Install || a.op == Action::Op::Unprotect ||
                              a.op == Action::Op::Wake))
-            opts_.shadow->resolved(a.pfn);
+            opts_.shadow->resolved(a.pfn, core_.local_state(a.pfn) == LocalState::M);
         if (opts_.hold_ns && (a.op == Action::Op::Install || a.op == Action::Op::Unprotect))
             gained_at_[a.pfn] = now_ns();
         if ((a.op == Action::Op::Install || a.op == Action::Op::Unprotect ||

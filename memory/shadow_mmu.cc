@@ -97,9 +97,9 @@ void ShadowMmuGuard::note_fault(pid_t tid, uint64_t pfn, bool write) {
     if (closed_.load()) cv_.notify_all();
 }
 
-void ShadowMmuGuard::resolved(uint64_t pfn) {
+void ShadowMmuGuard::resolved(uint64_t pfn, bool writable) {
     std::lock_guard lk(mu_);
-    std::erase_if(faults_, [&](const Fault& f) { return f.pfn == pfn; });
+    std::erase_if(faults_, [&](const Fault& f) { return f.pfn == pfn && (writable || !f.write); });
 }
 
 void ShadowMmuGuard::abandon() {

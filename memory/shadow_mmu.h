@@ -67,8 +67,10 @@ class ShadowMmuGuard {
     // The engine's fault thread, before it takes the engine's lock: thread `tid` is blocked
     // on page `pfn` (for writing if `write`).
     void note_fault(pid_t tid, uint64_t pfn, bool write);
-    // Under the engine's lock: page `pfn` was installed, unprotected or woken.
-    void resolved(uint64_t pfn);
+    // Under the engine's lock: page `pfn` was installed, unprotected or woken, and is now
+    // readable here (writable too if `writable`): the faults it ends are forgotten. A write
+    // fault on a page that is only readable stays noted (its thread is still blocked).
+    void resolved(uint64_t pfn, bool writable);
     // Under the engine's lock, before a page that may be a page table is given up: holds
     // every vCPU out of guest mode and returns once none is in it. `blocked(pfn, write)`
     // says whether a fault on `pfn` is still unresolved (the engine's state, its lock held).

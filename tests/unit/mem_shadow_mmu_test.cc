@@ -91,7 +91,7 @@ TEST(ShadowMmu, AVcpuBlockedInAnUnresolvedFaultCountsAsOut) {
     // Page 7 is still missing for it: hold() returns with the vCPU still inside.
     t.g.hold([](uint64_t pfn, bool) { return pfn == 7; });
     EXPECT_EQ(t.kicks.load(), 1);
-    t.g.resolved(7);
+    t.g.resolved(7, false);
     t.g.release();
     done.set_value();
     vcpu.join();
@@ -101,7 +101,7 @@ TEST(ShadowMmu, AResolvedFaultNoLongerCountsAsOut) {
     Guard t;
     t.g.enter(t.slot);
     t.g.note_fault(::gettid(), 7, false);
-    t.g.resolved(7);  // the vCPU may be back in guest mode
+    t.g.resolved(7, false);  // readable: the vCPU may be back in guest mode
     std::atomic<bool> returned{false};
     auto held = std::async(std::launch::async, [&] {
         t.g.hold([](uint64_t pfn, bool) { return pfn == 7; });
@@ -112,6 +112,29 @@ TEST(ShadowMmu, AResolvedFaultNoLongerCountsAsOut) {
     t.g.leave(t.slot);
     held.get();
     t.g.release();
+}
+
+TEST(ShadowMmu, AWriteFaultOutlivesAReadOnlyResolution) {
+    // KVM's read fault ends with a Shared install; its write fault on the same page is
+    // noted next; a later Wake of the page (still only readable) must not forget it, or
+    // hold() would wait for a vCPU that is blocked, while the fault waits for the engine.
+    Guard t;
+    std::promise<pid_t> tid;
+    std::promise<void> done;
+    std::thread vcpu([&] {
+        t.g.enter(t.slot);
+        tid.set_value(::gettid());
+        done.get_future().wait();
+        t.g.leave(t.slot);
+    });
+    const pid_t v = tid.get_future().get();
+    t.g.note_fault(v, 7, true);
+    t.g.resolved(7, false);
+    t.g.hold([](uint64_t pfn, bool write) { return pfn == 7 && write; });  // returns
+    t.g.resolved(7, true);
+    t.g.release();
+    done.set_value();
+    vcpu.join();
 }
 
 TEST(ShadowMmu, AVcpuEntersOnlyAfterTheZap) {
