@@ -136,11 +136,10 @@ Status Machine::connect_cluster(const std::optional<ConfigDigest>& given) {
     eo.on_error = [this](const Error& e) {
         request_stop(StopReason::Failed, "guest memory: " + e.message);
     };
-    // The guard is off unless KERRVISOR_SHADOW_GUARD=on: it keeps a freestanding guest's
-    // page tables coherent (kvm.pagetables) but a Linux guest's boot stops at its first
-    // hold, vCPU 0 never leaving KVM_RUN (docs/memory.md, "Page tables under shadow
-    // paging": an open bug). Without it, a shadow-paging host is told it runs unprotected.
-    bool shadow = false;
+    // On where KVM runs on shadow paging (kvm-amd npt=0, kvm-intel ept=0);
+    // KERRVISOR_SHADOW_GUARD=on|off overrides that (tests run the guard where it is not
+    // needed). Off on a shadow-paging host, the node warns that it runs unprotected.
+    bool shadow = host_uses_shadow_paging();
     if (const char* e = std::getenv("KERRVISOR_SHADOW_GUARD")) {
         const std::string v = e;
         if (v != "on" && v != "off")

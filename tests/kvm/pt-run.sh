@@ -13,7 +13,7 @@ vmm=$1 kvctl=$2 image=$3 name=pt
 . "$(dirname "$0")/vmm-test-lib.sh"
 
 cluster_conf "1 1"
-# The shadow-MMU guard on (vmm-launch leaves it off by default: docs/memory.md).
+# The shadow-MMU guard on (vmm-launch turns it on by itself only on shadow paging).
 KERRVISOR_SHADOW_GUARD=on "$vmm" --config "$dir/guest.conf" --local </dev/null >"$dir/out" 2>&1 &
 pid=$!
 i=0
