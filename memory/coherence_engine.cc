@@ -249,8 +249,7 @@ void CoherenceEngine::fault_handler_loop() {
     }
 }
 
-bool CoherenceEngine::hold_for_drop(uint64_t pfn, const uint8_t* page) {
-    (void)pfn;
+bool CoherenceEngine::hold_for_drop(const uint8_t* page) {
     // The page is present here (the core drops only a copy it has), so reading it cannot
     // fault.
     if (!opts_.shadow || !looks_like_page_table({page, kPageSize}, max_gpa_)) return false;
@@ -423,7 +422,7 @@ Status CoherenceEngine::run_actions(uint64_t t0) {
                 if (i + 1 < actions_.size() && actions_[i + 1].op == Action::Op::Invalidate &&
                     actions_[i + 1].pfn == a.pfn) {
                     thread_local uint8_t snapshot[kPageSize];
-                    const bool owed = hold_for_drop(a.pfn, page);
+                    const bool owed = hold_for_drop(page);
                     if (a.payload == Action::Payload::LocalPage) {
                         std::memcpy(snapshot, page, kPageSize);
                         payload = {snapshot, kPageSize};
@@ -462,7 +461,7 @@ Status CoherenceEngine::run_actions(uint64_t t0) {
                 break;
             case Action::Op::Invalidate: {
                 // KVM's MMU notifier drops the guest mapping too; the next access faults.
-                const bool owed = hold_for_drop(a.pfn, page);
+                const bool owed = hold_for_drop(page);
                 const int r = ::madvise(page, kPageSize, MADV_DONTNEED);
                 if (owed) opts_.shadow->release();
                 if (r != 0) return Error::from_errno("madvise(MADV_DONTNEED) on guest RAM");

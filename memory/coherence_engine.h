@@ -133,9 +133,9 @@ class CoherenceEngine : public MessageHandler {
     void fault_loop();
     void fault_handler_loop();
     void hold_loop();
-    // Before dropping page `pfn` (lock held): with a shadow guard and a page that looks
-    // like a page table, holds the vCPUs out; true if release() is owed.
-    bool hold_for_drop(uint64_t pfn, const uint8_t* page);
+    // Before dropping the copy `page` (lock held): with a shadow guard and a page that
+    // looks like a page table, holds the vCPUs out; true if release() is owed.
+    bool hold_for_drop(const uint8_t* page);
     void handle_fault(const uffd_msg& m);
     // Hands a message to the core and runs its actions (lock held).
     void deliver(NodeId from, const MsgHeader& h, std::span<const uint8_t> payload, uint64_t now);
