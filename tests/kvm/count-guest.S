@@ -10,19 +10,14 @@
 
 #define INIT_EXTRA 0x1000
 #include "bzimage-header.S"
+#include "guest-lib.S"
 kernel:
     .org 0x400 + 0x200
     .code64
 entry64:
     cli
-    lea message(%rip), %rsi
-    mov $0x3f8, %dx
-1:  lodsb
-    test %al, %al
-    jz 2f
-    outb %al, %dx
-    jmp 1b
-2:  lea counter(%rip), %rdi
+    SERIAL_PRINT
+    lea counter(%rip), %rdi
 3:  lock incq (%rdi)
     jmp 3b
 message:

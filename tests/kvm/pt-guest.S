@@ -32,19 +32,14 @@
 
 #define INIT_EXTRA 0x10000
 #include "bzimage-header.S"
+#include "guest-lib.S"
 kernel:
     .org 0x400 + 0x200
     .code64
 entry64:
     cli
-    lea message(%rip), %rsi
-    mov $0x3f8, %dx
-1:  lodsb
-    test %al, %al
-    jz 2f
-    outb %al, %dx
-    jmp 1b
-2:  /* The mapping of VA: PML4[1] -> PDPT[0] -> PD[0] -> PT[0] -> FRAME0 (round 0). */
+    SERIAL_PRINT
+    /* The mapping of VA: PML4[1] -> PDPT[0] -> PD[0] -> PT[0] -> FRAME0 (round 0). */
     mov %cr3, %rax
     and $~0xfff, %rax
     movq $(PDPT | 3), 8(%rax)
@@ -54,22 +49,7 @@ entry64:
     movq $0, FRAME0
     movq $0, FLAGS
     movq $0, FLAGS + 8
-    /* The trampoline below 1 MiB, told this CR3; then INIT and SIPI to the AP. */
-    lea trampoline(%rip), %rsi
-    mov $TRAMPOLINE, %rdi
-    mov $(trampoline_end - trampoline), %rcx
-    rep movsb
-    mov %cr3, %rax
-    mov $TR(tr_cr3), %rdi
-    movl %eax, (%rdi)
-    mov $LAPIC, %rbx
-    movl $0x1ff, 0xf0(%rbx)
-    movl $0x000c4500, 0x300(%rbx)
-    call icr_idle
-    movl $0x000c4608, 0x300(%rbx)
-    call icr_idle
-    movl $0x000c4608, 0x300(%rbx)
-    call icr_idle
+    START_APS                              /* the AP */
 
     /* BSP: round r maps FRAME(r & 1), holding r, once the AP has checked round r - 1. */
     mov $1, %r8
@@ -94,10 +74,7 @@ entry64:
     hlt
     jmp 6b
 
-icr_idle:
-    testl $0x1000, 0x300(%rbx)
-    jnz icr_idle
-    ret
+    ICR_IDLE
 
 /* AP: for each round, invlpg VA and read it; count what is not the round number. */
 check:

@@ -29,42 +29,17 @@
 
 #define INIT_EXTRA 0x20000 /* the per-vCPU pages after it */
 #include "bzimage-header.S"
+#include "guest-lib.S"
 kernel:
     .org 0x400 + 0x200
     .code64
 entry64:
     cli
-    lea message(%rip), %rsi
-    mov $0x3f8, %dx
-1:  lodsb
-    test %al, %al
-    jz 2f
-    outb %al, %dx
-    jmp 1b
-2:  /* The trampoline below 1 MiB, told this CR3 (the boot identity map, below 4 GiB). */
-    lea trampoline(%rip), %rsi
-    mov $TRAMPOLINE, %rdi
-    mov $(trampoline_end - trampoline), %rcx
-    rep movsb
-    mov %cr3, %rax
-    mov $TR(tr_cr3), %rdi
-    movl %eax, (%rdi)
-    /* Software-enable this LAPIC (SVR bit 8), then INIT and SIPI (vector 0x08: 0x8000)
-     * to all but itself, the SIPI twice as the MP specification says. */
-    mov $LAPIC, %rbx
-    movl $0x1ff, 0xf0(%rbx)
-    movl $0x000c4500, 0x300(%rbx)
-    call icr_idle
-    movl $0x000c4608, 0x300(%rbx)
-    call icr_idle
-    movl $0x000c4608, 0x300(%rbx)
-    call icr_idle
+    SERIAL_PRINT
+    START_APS                              /* the boot identity map is below 4 GiB */
     jmp count
 
-icr_idle:                                  /* until the ICR's delivery status is idle */
-    testl $0x1000, 0x300(%rbx)
-    jnz icr_idle
-    ret
+    ICR_IDLE
 
 /* Every vCPU: additions to the shared counter until the stop flag is set, timing the
  * gaps between them with TIME_GAPS. Every 4096 additions the vCPU looks at the flag; the
