@@ -59,6 +59,31 @@ struct Guard {
 
 auto never_blocked = [](uint64_t, bool) { return false; };
 
+// A vCPU thread blocked inside KVM_RUN (in a fault the engine has not resolved): it has
+// entered t's gate and stays in, its thread id in tid, until let_go().
+struct BlockedVcpu {
+    Guard& t;
+    std::promise<pid_t> entered;
+    std::promise<void> done;
+    std::thread thread{[this] {
+        t.g.enter(t.slot);
+        entered.set_value(::gettid());
+        done.get_future().wait();
+        t.g.leave(t.slot);
+    }};
+    const pid_t tid = entered.get_future().get();
+
+    explicit BlockedVcpu(Guard& guard) : t(guard) {}
+    ~BlockedVcpu() {
+        if (thread.joinable()) let_go();
+    }
+    // It leaves the gate (returns from KVM_RUN); its thread ends.
+    void let_go() {
+        done.set_value();
+        thread.join();
+    }
+};
+
 TEST(ShadowMmu, HoldKicksAVcpuInGuestModeAndWaitsUntilItLeaves) {
     Guard t;
     t.g.enter(t.slot);  // "in guest mode"
@@ -78,23 +103,14 @@ TEST(ShadowMmu, HoldKicksAVcpuInGuestModeAndWaitsUntilItLeaves) {
 
 TEST(ShadowMmu, AVcpuBlockedInAnUnresolvedFaultCountsAsOut) {
     Guard t;
-    std::promise<pid_t> tid;
-    std::promise<void> done;
-    std::thread vcpu([&] {
-        t.g.enter(t.slot);
-        tid.set_value(::gettid());
-        done.get_future().wait();  // "blocked in a fault inside KVM_RUN"
-        t.g.leave(t.slot);
-    });
-    const pid_t v = tid.get_future().get();
-    t.g.note_fault(v, 7, false);
+    BlockedVcpu vcpu(t);
+    t.g.note_fault(vcpu.tid, 7, false);
     // Page 7 is still missing for it: hold() returns with the vCPU still inside.
     t.g.hold([](uint64_t pfn, bool) { return pfn == 7; });
     EXPECT_EQ(t.kicks.load(), 1);
     t.g.resolved(7, false);
     t.g.release();
-    done.set_value();
-    vcpu.join();
+    vcpu.let_go();
 }
 
 TEST(ShadowMmu, AResolvedFaultNoLongerCountsAsOut) {
@@ -119,22 +135,13 @@ TEST(ShadowMmu, AWriteFaultOutlivesAReadOnlyResolution) {
     // noted next; a later Wake of the page (still only readable) must not forget it, or
     // hold() would wait for a vCPU that is blocked, while the fault waits for the engine.
     Guard t;
-    std::promise<pid_t> tid;
-    std::promise<void> done;
-    std::thread vcpu([&] {
-        t.g.enter(t.slot);
-        tid.set_value(::gettid());
-        done.get_future().wait();
-        t.g.leave(t.slot);
-    });
-    const pid_t v = tid.get_future().get();
-    t.g.note_fault(v, 7, true);
+    BlockedVcpu vcpu(t);
+    t.g.note_fault(vcpu.tid, 7, true);
     t.g.resolved(7, false);
     t.g.hold([](uint64_t pfn, bool write) { return pfn == 7 && write; });  // returns
     t.g.resolved(7, true);
     t.g.release();
-    done.set_value();
-    vcpu.join();
+    vcpu.let_go();
 }
 
 TEST(ShadowMmu, AVcpuEntersOnlyAfterTheZap) {
