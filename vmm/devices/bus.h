@@ -14,6 +14,9 @@
 
 namespace kv {
 
+class StateSaver;
+class StateLoader;
+
 class Device {
   public:
     virtual ~Device() = default;
@@ -21,6 +24,14 @@ class Device {
     // or 8.
     virtual void read(uint64_t offset, std::span<uint8_t> data) = 0;
     virtual void write(uint64_t offset, std::span<const uint8_t> data) = 0;
+    // Snapshots (vmm/devices/device_state.h): the guest-visible state, saved while the
+    // guest is paused and restored before any vCPU runs. A device with none (a sink)
+    // keeps these.
+    virtual void save_state(StateSaver& out) { (void)out; }
+    virtual Status restore_state(StateLoader& in) {
+        (void)in;
+        return {};
+    }
 };
 
 class Bus {

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "vmm/devices/device_state.h"
+
 namespace kv {
 namespace {
 constexpr uint64_t kRefreshPeriodNs = 15'085;  // port 0x61 bit 4 toggles at ~66 kHz
@@ -341,6 +343,55 @@ void Pit8254::write(uint64_t offset, std::span<const uint8_t> data) {
     // Any write may move channel 0's next deadline; the timer thread recomputes it.
     reprogrammed_ = true;
     cv_.notify_all();
+}
+
+template <class V>
+void Pit8254::visit_state(V& v) {
+    for (size_t i = 0; i < ch_.size(); ++i)
+        v.object("ch" + std::to_string(i), [&](auto& w) {
+            Channel& c = ch_[i];
+            w("mode", c.mode);
+            w("rw", c.rw);
+            w("bcd", c.bcd);
+            w("cr", c.cr);
+            w("write_hi_next", c.write_hi_next);
+            w("read_hi_next", c.read_hi_next);
+            w("count_latched", c.count_latched);
+            w("latched_count", c.latched_count);
+            w("status_latched", c.status_latched);
+            w("latched_status", c.latched_status);
+            w("armed", c.armed);
+            w("null_count", c.null_count);
+            w("triggered", c.triggered);
+            w("gate", c.gate);
+            w("n", c.n);
+            w("next_n", c.next_n);
+            w("start_ns", c.start_ns);
+            w("base_ticks", c.base_ticks);
+            w("period_start", c.period_start);
+            w("fired", c.fired);
+        });
+    v("port61", port61_);
+}
+
+void Pit8254::save_state(StateSaver& out) {
+    std::lock_guard lk(mu_);
+    visit_state(out);
+}
+
+Status Pit8254::restore_state(StateLoader& in) {
+    std::lock_guard lk(mu_);
+    visit_state(in);
+    if (auto st = in.finish(); !st) return st;
+    for (size_t i = 0; i < ch_.size(); ++i) {
+        const Channel& c = ch_[i];
+        if (c.mode > 5 || c.rw < 1 || c.rw > 3 || c.n > 65536 || c.next_n > 65536)
+            return Error{in.where() + ".ch" + std::to_string(i) +
+                         ": mode, access or count out of range"};
+    }
+    reprogrammed_ = true;  // the timer thread recomputes channel 0's deadline
+    cv_.notify_all();
+    return {};
 }
 
 }  // namespace kv

@@ -84,8 +84,13 @@ class Pit8254 : public Device {
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+    // Times are the clock's: restored under a clock that reads what it read at the save.
+    void save_state(StateSaver& out) override;
+    Status restore_state(StateLoader& in) override;
 
   private:
+    template <class V>
+    void visit_state(V& v);
     struct Channel {
         // Programming (control word).
         uint8_t mode = 0;  // 0..5
