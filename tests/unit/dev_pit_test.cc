@@ -9,6 +9,7 @@
 #include <mutex>
 #include <vector>
 
+#include "vmm/devices/device_state.h"
 #include "vmm/devices/pit_8254.h"
 
 namespace kv {
@@ -262,6 +263,83 @@ TEST(DilatedClock, RunsSlowerByItsFactorFromItsCreation) {
     EXPECT_EQ(slow(), kT0 + 1'000'000'002);  // whole nanoseconds, never ahead
     MonotonicClock same = dilated([&] { return base.load(); }, 1);
     EXPECT_EQ(same(), base.load());
+}
+
+// Snapshots: a PIT restored from a saved state interrupts at the same clock time and
+// reads the same count as the one it was saved from.
+TEST_F(PitTest, RestoredStateKeepsCountingWhereTheSavedOneStood) {
+    program(0x40, 0x34, 5000);  // channel 0, mode 2
+    program(0x42, 0xb0, 3000);  // channel 2, mode 0, gate low (port 0x61 bit 0 is 0)
+    at_tick(kT0, 1200);
+    const std::optional<uint64_t> due = pit.poll(now);
+    ASSERT_TRUE(due);
+    StateSaver s;
+    pit.save_state(s);
+    const StateJson j = s.take();
+
+    FakeIrqChip chip2;
+    Pit8254 pit2(IrqLine(&chip2, 2), [this] { return now.load(); });
+    StateLoader l(j, "devices.pit");
+    ASSERT_TRUE(pit2.restore_state(l)) << pit2.restore_state(l).error().message;
+    EXPECT_EQ(pit2.poll(now), due);
+    auto count0 = [](Pit8254& p) {
+        uint8_t v = 0x00;  // latch channel 0
+        p.write(3, std::span<const uint8_t>(&v, 1));
+        uint8_t lo = 0, hi = 0;
+        p.read(0, std::span<uint8_t>(&lo, 1));
+        p.read(0, std::span<uint8_t>(&hi, 1));
+        return uint16_t(lo | hi << 8);
+    };
+    EXPECT_EQ(count0(pit2), count0(pit));
+    EXPECT_EQ(count0(pit2), 5000 - 1200);
+    now = *due;
+    pit2.poll(now);
+    EXPECT_EQ(chip2.rising(), 1);
+}
+
+TEST_F(PitTest, RestoreRefusesADamagedStateNamingTheField) {
+    StateSaver s;
+    pit.save_state(s);
+    StateJson j = s.take();
+    {
+        StateJson bad = j;
+        bad["ch1"]["mode"] = 9;
+        Pit8254 p(IrqLine(&chip, 2), [this] { return now.load(); });
+        StateLoader l(bad, "devices.pit");
+        const Status st = p.restore_state(l);
+        ASSERT_FALSE(st);
+        EXPECT_NE(st.error().message.find("devices.pit.ch1"), std::string::npos)
+            << st.error().message;
+    }
+    {
+        StateJson bad = j;
+        bad["ch0"]["cr"] = 70000;  // a 16-bit register
+        Pit8254 p(IrqLine(&chip, 2), [this] { return now.load(); });
+        StateLoader l(bad, "devices.pit");
+        const Status st = p.restore_state(l);
+        ASSERT_FALSE(st);
+        EXPECT_EQ(st.error().message,
+                  "devices.pit.ch0.cr: 70000 is out of range for a 16-bit field");
+    }
+    {
+        StateJson bad = j;
+        bad["ch2"].erase("gate");
+        bad["extra"] = 1;
+        Pit8254 p(IrqLine(&chip, 2), [this] { return now.load(); });
+        StateLoader l(bad, "devices.pit");
+        const Status st = p.restore_state(l);
+        ASSERT_FALSE(st);
+        EXPECT_EQ(st.error().message, "devices.pit.ch2.gate: missing");
+    }
+    {
+        StateJson bad = j;
+        bad["extra"] = 1;
+        Pit8254 p(IrqLine(&chip, 2), [this] { return now.load(); });
+        StateLoader l(bad, "devices.pit");
+        const Status st = p.restore_state(l);
+        ASSERT_FALSE(st);
+        EXPECT_EQ(st.error().message, "devices.pit.extra: unknown field");
+    }
 }
 
 }  // namespace

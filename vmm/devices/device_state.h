@@ -101,19 +101,21 @@ class StateLoader {
             if (!j.is_boolean()) return fail(path + ": expected true or false");
             v = j.get<bool>();
         } else if constexpr (std::is_integral_v<T>) {
-            if (j.is_number_unsigned()) {
+            if (!j.is_number_integer()) return fail(path + ": expected an integer");
+            // A non-negative value may have been stored as signed (json(int)).
+            if (j.is_number_unsigned() || j.get<int64_t>() >= 0) {
                 const uint64_t u = j.get<uint64_t>();
                 if (u > uint64_t(std::numeric_limits<T>::max()))
                     return fail(path + ": " + std::to_string(u) + " is out of range for a " +
                                 std::to_string(8 * sizeof(T)) + "-bit field");
                 v = T(u);
-            } else if (j.is_number_integer()) {
-                const int64_t s = j.get<int64_t>();
-                if (!std::is_signed_v<T> || s < int64_t(std::numeric_limits<T>::min()))
-                    return fail(path + ": " + std::to_string(s) + " is out of range");
-                v = T(s);
             } else {
-                return fail(path + ": expected an integer");
+                const int64_t i = j.get<int64_t>();
+                if (!std::is_signed_v<T> || i < int64_t(std::numeric_limits<T>::min()))
+                    return fail(path + ": " + std::to_string(i) + " is out of range for a " +
+                                std::string(std::is_signed_v<T> ? "" : "non-negative ") +
+                                std::to_string(8 * sizeof(T)) + "-bit field");
+                v = T(i);
             }
         } else {
             if (!j.is_array()) return fail(path + ": expected an array");
