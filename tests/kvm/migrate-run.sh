@@ -20,13 +20,7 @@ vcpu1_on() { ctl vcpus | awk '$1 == "1" { print $2 }'; }
 cluster_conf "1 2 1 1" '[vcpu.2]' 'migrate = no'
 "$vmm" --config "$dir/guest.conf" --local </dev/null >"$dir/out" 2>&1 &
 pid=$!
-i=0
-until [ -S "$sock" ] && grep -q '^smp-count-guest: counting' "$dir/console" 2>/dev/null; do
-  kill -0 "$pid" 2>/dev/null || fail "vmm-launch ended before the guest counted"
-  i=$((i + 1))
-  [ $i -lt 300 ] || fail "no 'smp-count-guest: counting' line within 30 s"
-  sleep 0.1
-done
+wait_console 'smp-count-guest: counting'
 wait_at_least 0x101010 5 || fail "not every vCPU started counting"
 [ "$(vcpu1_on)" = 1 ] || fail "vCPU 1 is not on node 1 at the start"
 

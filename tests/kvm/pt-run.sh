@@ -16,13 +16,7 @@ cluster_conf "1 1"
 # The shadow-MMU guard on (vmm-launch turns it on by itself only on shadow paging).
 KERRVISOR_SHADOW_GUARD=on "$vmm" --config "$dir/guest.conf" --local </dev/null >"$dir/out" 2>&1 &
 pid=$!
-i=0
-until [ -S "$sock" ] && grep -q '^pt-guest: checking' "$dir/console" 2>/dev/null; do
-  kill -0 "$pid" 2>/dev/null || fail "vmm-launch ended before the guest started"
-  i=$((i + 1))
-  [ $i -lt 300 ] || fail "no 'pt-guest: checking' line within 30 s"
-  sleep 0.1
-done
+wait_console 'pt-guest: checking'
 # A round costs a few page transfers: milliseconds in a lab host. At most 3000 polls.
 i=0
 until [ "$(read_u64 0x101000)" = 1000 ]; do

@@ -1,8 +1,8 @@
 # Sourced (POSIX sh) by the run scripts of tests/kvm/vmm-on-kvm.sh (control-run.sh,
-# migrate-run.sh, migrate-bench.sh), here or in a lab host, after setting `name` (how
-# failures are prefixed), `kvctl` and `image`. Gives: $dir (removed at exit, with the
+# migrate-run.sh, migrate-bench.sh, pt-run.sh), here or in a lab host, after setting `name`
+# (how failures are prefixed), `kvctl` and `image`. Gives: $dir (removed at exit, with the
 # vmm-launch in $pid killed if it still runs), $sock, fail, ctl, read_u64, wait_at_least,
-# and cluster_conf.
+# wait_console and cluster_conf.
 case $image in /*) ;; *) image=$PWD/$image ;; esac # a config file names it
 dir=$(mktemp -d "/tmp/kv-$(echo "$name" | tr / -).XXXXXX")
 sock=$dir/kv.sock
@@ -32,6 +32,19 @@ wait_at_least() {
     kill -0 "$pid" 2>/dev/null || return 1
     i=$((i + 1))
     [ $i -lt 600 ] || return 1
+    sleep 0.1
+  done
+}
+# wait_console PREFIX [SECONDS]: polls, 0.1 s apart, until the control socket $sock is up
+# and a line of $dir/console (cluster_conf's console) begins with PREFIX (a basic regular
+# expression); fails, naming the line and the console file, if vmm-launch ends first or
+# the line is not there within SECONDS (30 unless given).
+wait_console() {
+  i=0
+  until [ -S "$sock" ] && grep -q "^$1" "$dir/console" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || fail "vmm-launch ended before a line '$1' was on the console ($dir/console)"
+    i=$((i + 1))
+    [ $i -lt $((${2:-30} * 10)) ] || fail "no line '$1' on the console ($dir/console) within ${2:-30} s"
     sleep 0.1
   done
 }
