@@ -1,10 +1,12 @@
-// ACPI PM registers: PM timer rate and wrap, SCI_EN, S5, write-1-to-clear, SCI level.
+// ACPI PM registers: PM timer rate and wrap, SCI_EN, S5, write-1-to-clear, SCI level,
+// snapshots.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <vector>
 
 #include "vmm/devices/acpi_pm.h"
+#include "vmm/devices/device_state.h"
 
 namespace kv {
 namespace {
@@ -133,6 +135,96 @@ TEST_F(AcpiPmTest, Gpe0StatusAndEnable) {
 TEST_F(AcpiPmTest, GapsReadAllOnes) {
     EXPECT_EQ(in(0x610, 4), 0xFFFFFFFFu);
     EXPECT_EQ(in(0x606, 2), 0xFFFFu);
+}
+
+// Snapshots: a restored PM block drives SCI as the saved one did, its timer goes on from
+// the saved origin (not from the restored device's construction), and TMR_STS stays clear
+// until bit 23 toggles again.
+TEST_F(AcpiPmTest, RestoredStateDrivesSciAndKeepsTheTimer) {
+    now += ticks_to_ns(1u << 23, AcpiPm::kTimerHz);
+    out(0x600, 2, in(0x600, 2));  // TMR_STS seen and cleared
+    out(0x602, 2, AcpiPm::kPwrBtnSts);
+    pm.press_power_button();
+    pm.set_gpe(3);
+    out(0x624, 4, 0x0100'0008);  // GPE 3 (pending) and 24 enabled
+    out(0x604, 2, 3u << 10);     // SLP_TYP 3, not asleep
+    ASSERT_TRUE(chip.level());
+    StateSaver s;
+    pm.save_state(s);
+    const StateJson j = s.take();
+
+    now += 777'000'000;  // the restored device is made later, as a restoring VMM's is
+    FakeIrqChip chip2;
+    AcpiPm pm2(
+        IrqLine(&chip2, 9), [] {}, [this] { return now.load(); });
+    now -= 777'000'000;  // the clock reads at the restore what it read at the save
+    StateLoader l(j, "devices.acpi-pm");
+    ASSERT_TRUE(pm2.restore_state(l)) << pm2.restore_state(l).error().message;
+    ASSERT_EQ(chip2.events.size(), 1u);
+    EXPECT_EQ(chip2.events.back(), (std::pair<uint32_t, bool>{9, true}));
+    auto in2 = [&](uint64_t port, size_t width) {
+        uint8_t b[4] = {};
+        pm2.read(port - AcpiPm::kBase, std::span<uint8_t>(b, width));
+        return uint32_t(load_le(std::span<const uint8_t>(b, width)));
+    };
+    auto out2 = [&](uint64_t port, size_t width, uint32_t v) {
+        uint8_t b[4];
+        store_le(std::span<uint8_t>(b, width), v);
+        pm2.write(port - AcpiPm::kBase, std::span<const uint8_t>(b, width));
+    };
+    EXPECT_EQ(in2(0x608, 4), in(0x608, 4));
+    EXPECT_EQ(in2(0x608, 4), AcpiPm::timer_at(ticks_to_ns(1u << 23, AcpiPm::kTimerHz)));
+    EXPECT_EQ(in2(0x600, 2), AcpiPm::kPwrBtnSts);  // no TMR_STS
+    EXPECT_EQ(in2(0x602, 2), AcpiPm::kPwrBtnSts);
+    EXPECT_EQ(in2(0x604, 2), 3u << 10 | AcpiPm::kSciEn);
+    EXPECT_EQ(in2(0x620, 4), 0x8u);
+    EXPECT_EQ(in2(0x624, 4), 0x0100'0008u);
+    now += 1'000'000;
+    EXPECT_EQ(in2(0x608, 4), in(0x608, 4));
+    // The line follows the restored registers: both events must go before SCI drops.
+    out2(0x600, 2, AcpiPm::kPwrBtnSts);
+    EXPECT_TRUE(chip2.level());
+    out2(0x620, 4, 0x8);
+    EXPECT_FALSE(chip2.level());
+    now += ticks_to_ns(1u << 23, AcpiPm::kTimerHz);
+    EXPECT_EQ(in2(0x600, 2), AcpiPm::kTmrSts);
+}
+
+TEST_F(AcpiPmTest, RestoredStateWithNothingPendingDrivesSciLow) {
+    StateSaver s;
+    pm.save_state(s);
+    const StateJson j = s.take();
+    FakeIrqChip chip2;
+    AcpiPm pm2(
+        IrqLine(&chip2, 9), [] {}, [this] { return now.load(); });
+    StateLoader l(j, "devices.acpi-pm");
+    ASSERT_TRUE(pm2.restore_state(l));
+    ASSERT_EQ(chip2.events.size(), 1u);
+    EXPECT_EQ(chip2.events.back(), (std::pair<uint32_t, bool>{9, false}));
+}
+
+TEST_F(AcpiPmTest, RestoreRefusesADamagedStateNamingTheField) {
+    StateSaver s;
+    pm.save_state(s);
+    const StateJson j = s.take();
+    auto refused = [this](const StateJson& bad) {
+        FakeIrqChip c;
+        AcpiPm p(
+            IrqLine(&c, 9), [] {}, [this] { return now.load(); });
+        StateLoader l(bad, "devices.acpi-pm");
+        const Status st = p.restore_state(l);
+        return st ? std::string("accepted") : st.error().message;
+    };
+    StateJson bad = j;
+    bad["pm1_cnt"] = AcpiPm::kSciEn | AcpiPm::kSlpEn;
+    EXPECT_EQ(refused(bad),
+              "devices.acpi-pm.pm1_cnt: SCI_EN clear or a write-only bit (SLP_EN, GBL_RLS) set");
+    bad = j;
+    bad["pm1_en"] = 0x10000;
+    EXPECT_EQ(refused(bad), "devices.acpi-pm.pm1_en: 65536 is out of range for a 16-bit field");
+    bad = j;
+    bad.erase("origin_ns");
+    EXPECT_EQ(refused(bad), "devices.acpi-pm.origin_ns: missing");
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
 // HPET (vmm/devices/hpet.h): capabilities as Linux checks them, the main counter's rate,
-// start/stop/write, comparator registers, access widths, and the state callback.
+// start/stop/write, comparator registers, access widths, the state callback, snapshots.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <vector>
 
+#include "vmm/devices/device_state.h"
 #include "vmm/devices/hpet.h"
 
 namespace kv {
@@ -131,6 +132,68 @@ TEST_F(HpetTest, EveryCounterChangeIsReportedOnceAndItsStateReadsTheSame) {
     now += 99'990;
     EXPECT_EQ(changes.back().at(now), rd(0x0F0, 8));
     EXPECT_EQ(rd(0x0F0, 8), 1234u + 9999u);
+}
+
+// Snapshots: a restored HPET counts on from the saved counter under the same clock, reads
+// the same comparators, and announces its counter to the other nodes.
+TEST_F(HpetTest, RestoredStateKeepsCountingWhereTheSavedOneStood) {
+    linux_start();
+    now += 12'345'670;
+    wr(0x100, Hpet::kTnEnable | Hpet::kTnLevel);
+    wr(0x108, 0x1122334455667788ull, 8);
+    wr(0x128, 0xAABBCCDD00112233ull, 8);
+    wr(0x120, Hpet::kTn32Bit);  // 32-bit mode keeps the upper half, reads without it
+    wr(0x148, 0x42, 8);
+    StateSaver s;
+    hpet.save_state(s);
+    const StateJson j = s.take();
+
+    std::vector<Hpet::Counter> changes2;
+    Hpet hpet2([this] { return now.load(); },
+               [&](const Hpet::Counter& c) { changes2.push_back(c); });
+    StateLoader l(j, "devices.hpet");
+    ASSERT_TRUE(hpet2.restore_state(l)) << hpet2.restore_state(l).error().message;
+    ASSERT_EQ(changes2.size(), 1u);
+    EXPECT_EQ(changes2.back(), hpet.counter());
+    auto rd2 = [&](uint64_t off) {
+        uint8_t b[8] = {};
+        hpet2.read(off, std::span<uint8_t>(b, 8));
+        return load_le(std::span<const uint8_t>(b, 8));
+    };
+    EXPECT_EQ(rd2(0x0F0), 1'234'567u);
+    EXPECT_EQ(rd2(0x010), 1u);
+    now += 1'000;
+    EXPECT_EQ(rd2(0x0F0), rd(0x0F0, 8));
+    EXPECT_EQ(rd2(0x0F0), 1'234'667u);
+    for (uint64_t off = 0x100; off < 0x160; off += 8) EXPECT_EQ(rd2(off), rd(off, 8)) << off;
+    EXPECT_EQ(rd2(0x100), Hpet::kTnEnable | Hpet::kTnLevel | Hpet::kTnSizeCap);
+    EXPECT_EQ(rd2(0x128), 0x00112233u);
+    // Leaving 32-bit mode shows the upper half kept through the snapshot.
+    uint8_t b[8] = {};
+    hpet2.write(0x120, std::span<const uint8_t>(b, 8));
+    EXPECT_EQ(rd2(0x128), 0xAABBCCDD00112233ull);
+}
+
+TEST_F(HpetTest, RestoreRefusesADamagedStateNamingTheField) {
+    StateSaver s;
+    hpet.save_state(s);
+    const StateJson j = s.take();
+    auto refused = [this](const StateJson& bad) {
+        Hpet h([this] { return now.load(); });
+        StateLoader l(bad, "devices.hpet");
+        const Status st = h.restore_state(l);
+        return st ? std::string("accepted") : st.error().message;
+    };
+    StateJson bad = j;
+    bad["timer1"]["config"] = Hpet::kTnPeriodic;  // not a capability
+    EXPECT_EQ(refused(bad),
+              "devices.hpet.timer1.config: bits other than INT_TYPE, INT_ENB and 32MODE set");
+    bad = j;
+    bad["counter"].erase("running");
+    EXPECT_EQ(refused(bad), "devices.hpet.counter.running: missing");
+    bad = j;
+    bad.erase("timer2");
+    EXPECT_EQ(refused(bad), "devices.hpet.timer2: missing");
 }
 
 }  // namespace

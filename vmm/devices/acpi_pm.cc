@@ -1,6 +1,7 @@
 #include "vmm/devices/acpi_pm.h"
 
 #include "base/log.h"
+#include "vmm/devices/device_state.h"
 
 namespace kv {
 namespace {
@@ -8,6 +9,7 @@ namespace {
 // status only.
 constexpr uint16_t kPm1EventBits =
     AcpiPm::kTmrSts | AcpiPm::kGblSts | AcpiPm::kPwrBtnSts | AcpiPm::kSlpBtnSts | AcpiPm::kRtcSts;
+constexpr uint16_t kGblRls = 1u << 2;  // PM1_CNT, write-only
 constexpr uint64_t kTmrEnd = AcpiPm::kPmTmrOffset + 4;
 constexpr uint64_t kGpeStsEnd = AcpiPm::kGpe0Offset + 4;
 constexpr uint64_t kGpeEnEnd = AcpiPm::kGpe0Offset + 8;
@@ -88,7 +90,7 @@ bool AcpiPm::write_byte_locked(uint64_t off, uint8_t v) {
     } else if (off < 6) {
         uint16_t cnt = uint16_t((pm1_cnt_ & ~(0xFFu << shift)) | (uint16_t(v) << shift));
         // SLP_EN and the write-only GBL_RLS (bit 2) are actions, not state.
-        pm1_cnt_ = uint16_t((cnt & ~kSlpEn & ~(1u << 2)) | kSciEn);
+        pm1_cnt_ = uint16_t((cnt & ~kSlpEn & ~kGblRls) | kSciEn);
         if (off == 5 && (cnt & kSlpEn)) {
             unsigned typ = (cnt & kSlpTypMask) >> kSlpTypShift;
             if (typ == kSlpTypS5) return true;
@@ -115,6 +117,39 @@ void AcpiPm::set_gpe(unsigned n) {
     std::lock_guard lk(mu_);
     gpe_sts_ |= 1u << n;
     update_sci_locked();
+}
+
+// sci_level_ is not saved: it follows from the registers and is driven again on restore.
+template <class V>
+void AcpiPm::visit_state(V& v) {
+    v("pm1_sts", pm1_sts_);
+    v("pm1_en", pm1_en_);
+    v("pm1_cnt", pm1_cnt_);
+    v("gpe0_sts", gpe_sts_);
+    v("gpe0_en", gpe_en_);
+    v("tmr_epoch", tmr_epoch_);
+    // The PM timer the guest uses as a clocksource goes on from where it stood.
+    v("origin_ns", origin_ns_);
+}
+
+void AcpiPm::save_state(StateSaver& out) {
+    std::lock_guard lk(mu_);
+    visit_state(out);
+}
+
+Status AcpiPm::restore_state(StateLoader& in) {
+    std::lock_guard lk(mu_);
+    visit_state(in);
+    if (auto st = in.finish(); !st) return st;
+    if (!(pm1_cnt_ & kSciEn) || (pm1_cnt_ & (kSlpEn | kGblRls)))
+        return Error{in.where() + ".pm1_cnt: SCI_EN clear or a write-only bit (SLP_EN, " +
+                     "GBL_RLS) set"};
+    // Drive SCI from PM1 and GPE0 status & enable whatever this device's line did before,
+    // so the interrupt controller's pin agrees with the restored registers. TMR_STS needs
+    // nothing: it is still worked out lazily from tmr_epoch on the next PM1_STS access.
+    sci_level_ = (pm1_sts_ & pm1_en_ & kPm1EventBits) != 0 || (gpe_sts_ & gpe_en_) != 0;
+    sci_.set(sci_level_);
+    return {};
 }
 
 }  // namespace kv

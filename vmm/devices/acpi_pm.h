@@ -32,6 +32,7 @@
 #include <mutex>
 #include <optional>
 
+#include "base/result.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/clock.h"
 #include "vmm/devices/irq.h"
@@ -67,6 +68,9 @@ class AcpiPm : public Device {
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+    // The registers and the counter's origin (a clock time, as the PIT's); a restore drives SCI.
+    void save_state(StateSaver& out) override;
+    Status restore_state(StateLoader& in) override;
 
     // Sets PWRBTN_STS: with PWRBTN_EN the guest gets an SCI and (under Linux's ACPI button
     // driver) starts an orderly shutdown.
@@ -80,6 +84,8 @@ class AcpiPm : public Device {
     static uint32_t timer_at(uint64_t ns) { return uint32_t(ns_to_ticks(ns, kTimerHz) & 0xFFFFFF); }
 
   private:
+    template <class V>
+    void visit_state(V& v);
     uint8_t read_byte_locked(uint64_t offset, uint32_t tmr);
     // Returns true when the write asks for S5.
     bool write_byte_locked(uint64_t offset, uint8_t v);
@@ -90,7 +96,9 @@ class AcpiPm : public Device {
     const IrqLine sci_;
     const std::function<void()> on_power_off_;
     const MonotonicClock clock_;
-    const uint64_t origin_ns_;  // the counter reads 0 at construction
+    // The counter reads 0 here. Read without mu_ by vCPU threads: only restore_state()
+    // changes it, before any vCPU runs.
+    uint64_t origin_ns_;
 
     std::mutex mu_;
     uint16_t pm1_sts_ = 0;

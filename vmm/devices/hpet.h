@@ -33,6 +33,7 @@
 #include <functional>
 #include <mutex>
 
+#include "base/result.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/clock.h"
 
@@ -69,12 +70,17 @@ class Hpet : public Device {
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+    // Times are the clock's, as the PIT's; a restore announces the counter (on_counter).
+    void save_state(StateSaver& out) override;
+    Status restore_state(StateLoader& in) override;
 
     Counter counter() const;
     // The GCAP_ID register's value.
     static uint64_t capabilities();
 
   private:
+    template <class V>
+    void visit_state(V& v);
     struct Comparator {
         uint64_t config = 0;  // the writable bits only
         uint64_t value = 0;

@@ -5,8 +5,15 @@
 #include <array>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <utility>
+
+#include "base/result.h"
 
 namespace kv {
+
+class StateSaver;
+class StateLoader;
 
 // One PCI function's configuration space. Called by the host bridge from vCPU threads,
 // possibly concurrently: implementations guard their own state.
@@ -17,6 +24,13 @@ class PciDevice {
     // 4 and the access never crosses a dword boundary.
     virtual void config_read(uint32_t offset, std::span<uint8_t> data) = 0;
     virtual void config_write(uint32_t offset, std::span<const uint8_t> data) = 0;
+    // Snapshots (vmm/devices/device_state.h), as Device's: a function with no state of its
+    // own keeps these (PciConfigSpace has the helpers for one whose state is its header).
+    virtual void save_state(StateSaver& out) { (void)out; }
+    virtual Status restore_state(StateLoader& in) {
+        (void)in;
+        return {};
+    }
 };
 
 // 256 bytes of type-0 configuration space with a per-bit write mask: bits outside the mask
@@ -61,6 +75,28 @@ class PciConfigSpace {
         for (uint32_t i = 0; i < len && off + i < kSize; ++i) wmask_[off + i] = mask;
     }
     uint8_t get8(uint32_t off) const { return bytes_[off]; }
+
+    // Snapshots: all 256 bytes as the guest reads them (command, BARs, interrupt line and
+    // whatever the device set); the write mask is the device's make-up, not state. Restore
+    // into a copy, then check it with same_identity() before putting it in place.
+    template <class V>
+    void visit_state(V& v) {
+        v("config", bytes_);
+    }
+    // An error naming `where` when the bytes that say which function this is (vendor,
+    // device, revision, class, header type, subsystem) differ from `built`'s: a snapshot
+    // of another function.
+    Status same_identity(const PciConfigSpace& built, const std::string& where) const {
+        static constexpr std::array<std::pair<uint32_t, uint32_t>, 4> kIdentity{
+            {{kVendorId, 4}, {kRevision, 4}, {kHeaderType, 1}, {kSubsystemVendorId, 4}}};
+        for (auto [off, len] : kIdentity)
+            for (uint32_t i = off; i < off + len; ++i)
+                if (bytes_[i] != built.bytes_[i])
+                    return Error{where + ".config[" + std::to_string(i) + "]: identity byte " +
+                                 std::to_string(bytes_[i]) + " differs from this function's " +
+                                 std::to_string(built.bytes_[i]) + " (another function)"};
+        return {};
+    }
 
   private:
     std::array<uint8_t, kSize> bytes_;

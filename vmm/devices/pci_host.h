@@ -51,8 +51,13 @@ class PciHost : public Device {
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+    // CONFIG_ADDRESS, RST_CNT and each attached function's state, by slot.
+    void save_state(StateSaver& out) override;
+    Status restore_state(StateLoader& in) override;
 
   private:
+    template <class V>
+    void visit_state(V& v);
     // The function CONFIG_ADDRESS selects, or null; `reg` gets the dword-aligned register.
     std::shared_ptr<PciDevice> selected_locked(uint32_t* reg) const;
 

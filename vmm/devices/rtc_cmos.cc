@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "vmm/devices/device_state.h"
+
 namespace kv {
 namespace {
 constexpr uint8_t kIndexMask = 0x7F;
@@ -12,6 +14,9 @@ constexpr int64_t kNsPerSec = 1'000'000'000;
 // The update cycle takes 1984 us and UIP rises 244 us before it starts; reporting UIP for
 // the last 244 us of each second is what a reader polling for the update sees.
 constexpr int64_t kUipWindowNs = 244'000;
+
+// Farther from the host's clock than any time the registers can express (year 25755).
+constexpr int64_t kMaxOffsetS = 1'000'000'000'000;
 
 int64_t floor_div(int64_t a, int64_t b) {
     return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
@@ -180,6 +185,40 @@ void RtcCmos::write_reg_locked(uint8_t index, uint8_t v) {
         default:
             ram_[index] = v;
     }
+}
+
+// The guest's time is saved as its offset from the host's wall clock, not as a date: a
+// guest restored an hour later reads a time an hour on, as under QEMU's default
+// `-rtc base=utc` (the RTC follows the host's clock plus what the guest set). While SET is
+// on, the frozen fields are in ram_ and stay frozen. last_c_second_ is a guest second too:
+// a restore after time has passed reports UF on the next read of register C, as it should.
+template <class V>
+void RtcCmos::visit_state(V& v) {
+    v("index", index_);
+    v("nmi_masked", nmi_masked_);
+    v("offset_s", offset_s_);
+    v("last_c_second", last_c_second_);
+    v("ram", ram_);
+}
+
+void RtcCmos::save_state(StateSaver& out) {
+    std::lock_guard lk(mu_);
+    visit_state(out);
+}
+
+Status RtcCmos::restore_state(StateLoader& in) {
+    std::lock_guard lk(mu_);
+    visit_state(in);
+    if (auto st = in.finish(); !st) return st;
+    if (index_ > kIndexMask)
+        return Error{in.where() + ".index: " + std::to_string(index_) +
+                     " is not a register (0..127)"};
+    if (offset_s_ > kMaxOffsetS || offset_s_ < -kMaxOffsetS)
+        return Error{in.where() + ".offset_s: " + std::to_string(offset_s_) +
+                     " s from the host's clock is beyond any date the RTC can hold"};
+    // Nothing to recompute: the time and register C's flags are worked out on each read,
+    // and IRQ 8 is not wired (no periodic, alarm or update interrupt to re-arm).
+    return {};
 }
 
 }  // namespace kv

@@ -33,6 +33,7 @@
 #include <ctime>
 #include <mutex>
 
+#include "base/result.h"
 #include "vmm/devices/bus.h"
 #include "vmm/devices/clock.h"
 
@@ -57,7 +58,13 @@ class RtcCmos : public Device {
 
     bool nmi_masked() const;
 
+    // Snapshots: registers, CMOS RAM and the guest's offset from the host's wall clock.
+    void save_state(StateSaver& out) override;
+    Status restore_state(StateLoader& in) override;
+
   private:
+    template <class V>
+    void visit_state(V& v);
     uint8_t read_reg_locked(uint8_t index);
     void write_reg_locked(uint8_t index, uint8_t v);
     static bool is_time_field(uint8_t index);
