@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <string>
 
+#include "vmm/devices/device_state.h"
 #include "vmm/devices/i8042.h"
 #include "vmm/devices/port_sink.h"
 #include "vmm/devices/port_window.h"
@@ -58,6 +60,52 @@ TEST(I8042, WindowsMapPortsToLogicalOffsets) {
     EXPECT_EQ(resets, 0);
     bus.write(0x64, std::span<const uint8_t>(&fe, 1));
     EXPECT_EQ(resets, 1);
+}
+
+TEST(I8042, RestoreKeepsAPendingOutputPortWrite) {
+    I8042 kbd([] {});
+    outb(kbd, I8042::kCommandOffset, 0xD1);  // saved between the command and its data
+    StateSaver s;
+    kbd.save_state(s);
+    const StateJson j = s.take();
+    int resets = 0;
+    I8042 kbd2([&] { ++resets; });
+    StateLoader l(j, "devices.i8042");
+    const Status st = kbd2.restore_state(l);
+    ASSERT_TRUE(st) << st.error().message;
+    EXPECT_EQ(inb(kbd2, I8042::kCommandOffset), 0);
+    outb(kbd2, I8042::kDataOffset, 0xDE);  // the data byte completes the restored command
+    EXPECT_EQ(resets, 1);
+    // And a state saved with no command pending restores as such.
+    StateSaver s2;
+    kbd2.save_state(s2);
+    I8042 kbd3([&] { ++resets; });
+    const StateJson j2 = s2.take();  // the loader keeps a reference
+    StateLoader l3(j2, "devices.i8042");
+    ASSERT_TRUE(kbd3.restore_state(l3));
+    outb(kbd3, I8042::kDataOffset, 0xDE);
+    EXPECT_EQ(resets, 1);
+}
+
+TEST(I8042, RestoreRefusesADamagedStateNamingTheField) {
+    I8042 kbd([] {});
+    StateSaver s;
+    kbd.save_state(s);
+    const StateJson j = s.take();
+    auto refusal = [](const StateJson& bad) -> std::string {
+        I8042 k([] {});
+        StateLoader l(bad, "devices.i8042");
+        const Status st = k.restore_state(l);
+        return st ? "accepted" : st.error().message;
+    };
+    StateJson bad = j;
+    bad["pending_command"] = 0xAA;  // self test: takes no data byte
+    EXPECT_EQ(refusal(bad),
+              "devices.i8042.pending_command: 170 is not a command that waits for data (0 or "
+              "0xD1)");
+    bad.erase("pending_command");
+    EXPECT_EQ(refusal(bad), "devices.i8042.pending_command: missing");
+    EXPECT_EQ(refusal(j), "accepted");
 }
 
 TEST(PortSink, AcceptsWritesAndReadsTheFixedValue) {

@@ -2,9 +2,11 @@
 // (Remote IRR, EOI re-delivery), and the messages it routes through a real IpiRouter.
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
 
 #include "vcpu/ipi_router.h"
+#include "vmm/devices/device_state.h"
 #include "vmm/devices/ioapic.h"
 
 namespace kv {
@@ -211,6 +213,125 @@ TEST_F(IoapicTest, PinsOutOfRangeAreIgnored) {
     ioapic.set_pin(Ioapic::kPins, true);
     EXPECT_EQ(total(), 0u);
     EXPECT_EQ(reg(0x10 + 2 * Ioapic::kPins), 0u);
+}
+
+// Snapshots: an IOAPIC restored from a saved state, on a router of its own.
+struct SecondIoapic {
+    IpiRouter router{2};
+    Ioapic ioapic{9, router};  // another ID: the restore brings the saved one
+    FakeTarget t[2];
+    SecondIoapic() {
+        for (uint32_t i = 0; i < 2; ++i) router.attach_local(i, &t[i]);
+    }
+    void w32(uint64_t off, uint32_t v) {
+        uint8_t b[4] = {uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24)};
+        ioapic.write(off, std::span<const uint8_t>(b, 4));
+    }
+    uint32_t r32(uint64_t off) {
+        uint8_t b[4] = {};
+        ioapic.read(off, std::span<uint8_t>(b, 4));
+        return uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
+    }
+    uint32_t reg(uint32_t r) {
+        w32(kRegSel, r);
+        return r32(kWin);
+    }
+    void set_reg(uint32_t r, uint32_t v) {
+        w32(kRegSel, r);
+        w32(kWin, v);
+    }
+    size_t total() const { return t[0].got.size() + t[1].got.size(); }
+};
+
+TEST_F(IoapicTest, RestoreKeepsEntriesRemoteIrrAndPinLevels) {
+    set_reg(0, 0x05000000);        // the guest's ID
+    program(9, 0x49 | kLevel, 1);  // level, delivered, Remote IRR set
+    ioapic.set_pin(9, true);
+    program(5, 0x45, 0);  // edge, delivered, pin still high
+    ioapic.set_pin(5, true);
+    program(11, 0x51 | kLevel | kMask, 0);  // masked, asserted
+    ioapic.set_pin(11, true);
+    w32(kRegSel, 0x10 + 2 * 5 + 1);  // IOREGSEL left on an entry's high half
+    ASSERT_EQ(total(), 2u);
+    StateSaver s;
+    ioapic.save_state(s);
+    const StateJson j = s.take();
+
+    SecondIoapic b;
+    StateLoader l(j, "devices.ioapic");
+    const Status st = b.ioapic.restore_state(l);
+    ASSERT_TRUE(st) << st.error().message;
+    EXPECT_EQ(b.total(), 0u);  // nothing is delivered again
+    EXPECT_EQ(b.ioapic.raised(), 0u);
+    EXPECT_EQ(b.r32(kRegSel), 0x10u + 2 * 5 + 1);
+    EXPECT_EQ(b.r32(kWin), 0u);  // pin 5's destination
+    for (uint32_t pin = 0; pin < Ioapic::kPins; ++pin)
+        EXPECT_EQ(b.ioapic.redirection(pin), ioapic.redirection(pin)) << "pin " << pin;
+    EXPECT_EQ(b.reg(0), 0x05000000u);
+    EXPECT_EQ(b.reg(1), 0x00170011u);
+
+    // Pin 5 is still high: no edge until it falls and rises.
+    b.ioapic.set_pin(5, true);
+    EXPECT_EQ(b.total(), 0u);
+    b.ioapic.set_pin(5, false);
+    b.ioapic.set_pin(5, true);
+    ASSERT_EQ(b.t[0].got.size(), 1u);
+    EXPECT_EQ(b.t[0].got[0].vector, 0x45);
+    // Pin 9 waits for its EOI, and is re-raised by it while still asserted.
+    b.ioapic.set_pin(9, true);
+    EXPECT_EQ(b.t[1].got.size(), 0u);
+    b.ioapic.eoi(0x49);
+    ASSERT_EQ(b.t[1].got.size(), 1u);
+    EXPECT_EQ(b.t[1].got[0].vector, 0x49);
+    EXPECT_TRUE(b.t[1].got[0].level_triggered);
+    // Pin 11 was asserted while masked: unmasking it delivers.
+    b.set_reg(0x10 + 2 * 11, 0x51 | kLevel);
+    ASSERT_EQ(b.t[0].got.size(), 2u);
+    EXPECT_EQ(b.t[0].got[1].vector, 0x51);
+}
+
+TEST_F(IoapicTest, RestoreRefusesADamagedStateNamingTheField) {
+    program(9, 0x49 | kLevel, 0);
+    ioapic.set_pin(9, true);  // Remote IRR set
+    StateSaver s;
+    ioapic.save_state(s);
+    const StateJson j = s.take();
+    auto refusal = [](const StateJson& bad) -> std::string {
+        IpiRouter r(2);
+        Ioapic io(1, r);
+        StateLoader l(bad, "devices.ioapic");
+        const Status st = io.restore_state(l);
+        return st ? "accepted" : st.error().message;
+    };
+    {
+        StateJson bad = j;
+        bad["redir"][3] = bad["redir"][3].get<uint64_t>() | (1u << 12);  // delivery status
+        EXPECT_EQ(refusal(bad), "devices.ioapic.redir[3]: sets reserved or read-only bits");
+    }
+    {
+        StateJson bad = j;
+        bad["redir"][9] = bad["redir"][9].get<uint64_t>() & ~uint64_t(kLevel);
+        EXPECT_EQ(refusal(bad), "devices.ioapic.redir[9]: Remote IRR on an edge-triggered pin");
+    }
+    {
+        StateJson bad = j;
+        bad["redir"][9] = bad["redir"][9].get<uint64_t>() & ~uint64_t(kRemoteIrr);
+        EXPECT_EQ(refusal(bad),
+                  "devices.ioapic.redir[9]: a level pin asserted and unmasked without Remote IRR");
+    }
+    {
+        StateJson bad = j;
+        bad["select"] = 0x100;
+        EXPECT_EQ(refusal(bad), "devices.ioapic.select: 256 is wider than IOREGSEL's 8 bits");
+    }
+    {
+        StateJson bad = j;
+        bad["level"].erase(bad["level"].size() - 1);
+        EXPECT_EQ(refusal(bad), "devices.ioapic.level: expected 24 elements, found 23");
+        bad.erase("level");
+        EXPECT_EQ(refusal(bad), "devices.ioapic.level: missing");
+    }
+    EXPECT_EQ(refusal(j), "accepted");
 }
 
 }  // namespace

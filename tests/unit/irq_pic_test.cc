@@ -2,8 +2,10 @@
 // level (ELCR) requests, INTA, EOIs, cascade through IRQ 2, priority, OCW3 reads.
 #include <gtest/gtest.h>
 
+#include <string>
 #include <vector>
 
+#include "vmm/devices/device_state.h"
 #include "vmm/devices/pic_8259.h"
 
 namespace kv {
@@ -313,6 +315,144 @@ TEST_F(PicTest, PollCommandReturnsAndTakesHighestRequest) {
     outb(0x20, 0x20);
     outb(0x20, 0x0C);
     EXPECT_EQ(inb(0x20), 0x00);
+}
+
+// Snapshots: a PIC restored from a saved state answers and interrupts as the one saved.
+
+void pic_out(Pic8259& p, uint16_t port, uint8_t v) {
+    p.write(port - 0x20, std::span<const uint8_t>(&v, 1));
+}
+uint8_t pic_in(Pic8259& p, uint16_t port) {
+    uint8_t v = 0;
+    p.read(port - 0x20, std::span<uint8_t>(&v, 1));
+    return v;
+}
+StateJson saved(Pic8259& p) {
+    StateSaver s;
+    p.save_state(s);
+    return s.take();
+}
+
+TEST_F(PicTest, RestoreKeepsRequestsInServiceAndPinLevels) {
+    linux_init();
+    unmask(1);
+    unmask(4);
+    unmask(10);
+    outb(0x4D1, 0x04);  // IRQ 10 level
+    pic.set_irq(1, true);
+    ASSERT_EQ(pic.acknowledge(), kMasterBase + 1);  // in service, its pin still high
+    pic.set_irq(4, true);                           // requested, below IRQ 1
+    pic.set_irq(10, true);                          // through IRQ 2, below IRQ 1 too
+    outb(0x20, 0x0B);                               // OCW3: the master's reads show its ISR
+    ASSERT_FALSE(pic.output());
+    const StateJson j = saved(pic);
+
+    std::vector<bool> edges2;
+    Pic8259 pic2([&](bool level) { edges2.push_back(level); });
+    StateLoader l(j, "devices.pic");
+    const Status st = pic2.restore_state(l);
+    ASSERT_TRUE(st) << st.error().message;
+    EXPECT_EQ(edges2, std::vector<bool>{false});  // the output is driven: low
+    EXPECT_FALSE(pic2.output());
+
+    // The guest carries on: reads, EOIs, INTAs and pin changes, recorded.
+    auto run = [](Pic8259& p) {
+        std::vector<int> r;
+        for (uint16_t port : {0x20, 0x21, 0xA1, 0x4D0, 0x4D1}) r.push_back(pic_in(p, port));
+        pic_out(p, 0x20, 0x20);  // EOI IRQ 1: the cascade (IRQ 2) outranks IRQ 4
+        r.push_back(p.output());
+        r.push_back(p.acknowledge());
+        p.set_irq(10, false);  // level: the request goes with the pin
+        pic_out(p, 0xA0, 0x20);
+        pic_out(p, 0x20, 0x20);
+        r.push_back(p.acknowledge());
+        pic_out(p, 0x20, 0x20);
+        p.set_irq(1, true);  // still high: no new edge
+        r.push_back(p.output());
+        p.set_irq(1, false);
+        p.set_irq(1, true);
+        r.push_back(p.acknowledge());
+        r.push_back(p.acknowledge());  // nothing left: spurious
+        return r;
+    };
+    const std::vector<int> got = run(pic2);
+    EXPECT_EQ(got, (std::vector<int>{0x02, 0xE9, 0xFB, 0x00, 0x04, true, kSlaveBase + 2,
+                                     kMasterBase + 4, false, kMasterBase + 1, kMasterBase + 7}));
+    EXPECT_EQ(got, run(pic));
+}
+
+TEST_F(PicTest, RestoreDrivesAPendingRequestToTheOutput) {
+    linux_init();
+    unmask(3);
+    pic.set_irq(3, true);
+    ASSERT_TRUE(pic.output());
+    const StateJson j = saved(pic);
+    std::vector<bool> edges2;
+    Pic8259 pic2([&](bool level) { edges2.push_back(level); });
+    StateLoader l(j, "devices.pic");
+    ASSERT_TRUE(pic2.restore_state(l));
+    EXPECT_EQ(edges2, std::vector<bool>{true});
+    EXPECT_EQ(pic2.acknowledge(), kMasterBase + 3);
+    EXPECT_EQ(edges2, (std::vector<bool>{true, false}));
+}
+
+TEST_F(PicTest, RestoreMidInitializationContinuesTheSequence) {
+    outb(0x20, 0x11);  // ICW1
+    outb(0x21, kMasterBase);
+    const StateJson j = saved(pic);
+    Pic8259 pic2(nullptr);
+    StateLoader l(j, "devices.pic");
+    ASSERT_TRUE(pic2.restore_state(l));
+    pic_out(pic2, 0x21, 0x04);  // ICW3, then ICW4 (auto EOI), then OCW1
+    pic_out(pic2, 0x21, 0x03);
+    pic_out(pic2, 0x21, 0xF7);
+    EXPECT_EQ(pic_in(pic2, 0x21), 0xF7);
+    pic2.set_irq(3, true);
+    EXPECT_EQ(pic2.acknowledge(), kMasterBase + 3);
+    pic_out(pic2, 0x20, 0x0B);
+    EXPECT_EQ(pic_in(pic2, 0x20), 0x00);  // auto EOI: nothing in service
+}
+
+TEST_F(PicTest, RestoreRefusesADamagedStateNamingTheField) {
+    linux_init();
+    const StateJson j = saved(pic);
+    auto refusal = [](const StateJson& bad) -> std::string {
+        Pic8259 p(nullptr);
+        StateLoader l(bad, "devices.pic");
+        const Status st = p.restore_state(l);
+        return st ? "accepted" : st.error().message;
+    };
+    {
+        StateJson bad = j;
+        bad["slave"]["icw_step"] = 4;
+        EXPECT_EQ(refusal(bad),
+                  "devices.pic.slave.icw_step: 4 is not a step of the initialization sequence "
+                  "(0-3)");
+    }
+    {
+        StateJson bad = j;
+        bad["master"]["lowest_priority"] = 8;
+        EXPECT_EQ(refusal(bad),
+                  "devices.pic.master.lowest_priority: 8 is not an IRQ of the chip (0-7)");
+    }
+    {
+        StateJson bad = j;
+        bad["master"]["elcr"] = 0x01;  // IRQ 0 (the PIT) is always edge
+        EXPECT_EQ(refusal(bad),
+                  "devices.pic.master.elcr: level trigger on an IRQ that is always edge");
+    }
+    {
+        StateJson bad = j;
+        bad["master"]["base"] = kMasterBase | 1;
+        EXPECT_EQ(refusal(bad),
+                  "devices.pic.master.base: bits 2:0 are the IRQ number and must be clear");
+    }
+    {
+        StateJson bad = j;
+        bad["slave"].erase("isr");
+        EXPECT_EQ(refusal(bad), "devices.pic.slave.isr: missing");
+    }
+    EXPECT_EQ(refusal(j), "accepted");
 }
 
 }  // namespace

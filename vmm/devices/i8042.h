@@ -31,8 +31,13 @@ class I8042 : public Device {
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+    // The pending command byte: a 0xD1 saved waits for its data byte after the restore.
+    void save_state(StateSaver& out) override;
+    Status restore_state(StateLoader& in) override;
 
   private:
+    template <class V>
+    void visit_state(V& v);
     const std::function<void()> on_reset_;
     std::mutex mu_;
     uint8_t pending_command_ = 0;  // a command waiting for its data byte (0 = none)

@@ -1,5 +1,9 @@
 #include "vmm/devices/ioapic.h"
 
+#include <string>
+
+#include "vmm/devices/device_state.h"
+
 namespace kv {
 
 namespace {
@@ -119,6 +123,46 @@ void Ioapic::eoi(uint8_t vector) {
 uint64_t Ioapic::redirection(uint32_t pin) const {
     std::lock_guard lk(mu_);
     return redir_.at(pin);
+}
+
+// Not saved: raised_ (a statistic). The ID is the guest's (it may have rewritten it, and
+// the MADT in guest memory names it), so a restore replaces the one given at construction.
+template <class V>
+void Ioapic::visit_state(V& v) {
+    v("id", id_);
+    v("select", select_);
+    v("redir", redir_);
+    v("level", level_);
+}
+
+void Ioapic::save_state(StateSaver& out) {
+    std::lock_guard lk(mu_);
+    visit_state(out);
+}
+
+// Nothing is delivered: the messages sent before the save are in the LAPICs' state (the
+// vCPUs' parts) and each level pin they are for still has Remote IRR set, so EOIs and pin
+// changes carry on from where the guest was. The pins' inputs are driven by the devices,
+// whose levels are saved here and which drive them again on their own restore (an edge pin
+// already high sees no new edge). An unmasked level pin that is asserted without Remote
+// IRR would have been delivered at once, so no save holds one: it is refused.
+Status Ioapic::restore_state(StateLoader& in) {
+    std::lock_guard lk(mu_);
+    visit_state(in);
+    if (auto st = in.finish(); !st) return st;
+    if (select_ > 0xFF)
+        return Error{in.where() + ".select: " + std::to_string(select_) +
+                     " is wider than IOREGSEL's 8 bits"};
+    for (uint32_t pin = 0; pin < kPins; ++pin) {
+        const uint64_t e = redir_[pin];
+        const std::string w = in.where() + ".redir[" + std::to_string(pin) + "]";
+        if (e & ~(kWritable | kRemoteIrr)) return Error{w + ": sets reserved or read-only bits"};
+        if ((e & kRemoteIrr) && !(e & kLevel))
+            return Error{w + ": Remote IRR on an edge-triggered pin"};
+        if ((e & kLevel) && !(e & kMask) && !(e & kRemoteIrr) && level_[pin])
+            return Error{w + ": a level pin asserted and unmasked without Remote IRR"};
+    }
+    return {};
 }
 
 }  // namespace kv

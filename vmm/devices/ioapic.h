@@ -30,7 +30,13 @@ class Ioapic : public Device {
     uint64_t redirection(uint32_t pin) const;
     uint64_t raised() const { return raised_.load(); }
 
+    // ID, IOREGSEL, redirection entries and pin levels; restoring delivers nothing.
+    void save_state(StateSaver& out) override;
+    Status restore_state(StateLoader& in) override;
+
   private:
+    template <class V>
+    void visit_state(V& v);
     void deliver_locked(uint32_t pin);  // called with mu_ held; routes without it
     uint32_t read_reg_locked(uint32_t reg) const;
     void write_reg_locked(uint32_t reg, uint32_t v);

@@ -1,5 +1,9 @@
 #include "vmm/devices/pic_8259.h"
 
+#include <string>
+
+#include "vmm/devices/device_state.h"
+
 namespace kv {
 
 int Pic8259::Chip::highest(uint8_t bits) const {
@@ -226,6 +230,64 @@ uint8_t Pic8259::acknowledge() {
 bool Pic8259::output() const {
     std::lock_guard lk(mu_);
     return out_;
+}
+
+// Everything but out_, the master's INT level, which follows from the rest (and the
+// master's IRR bit 2, the slave's INT, which update_locked() recomputes too). `last` is the
+// level of each input pin, which edge detection needs.
+template <class V>
+void Pic8259::visit_state(V& v) {
+    auto chip = [](auto& w, Chip& c) {
+        w("irr", c.irr);
+        w("isr", c.isr);
+        w("imr", c.imr);
+        w("last", c.last);
+        w("elcr", c.elcr);
+        w("base", c.base);
+        w("icw_step", c.icw_step);
+        w("lowest_priority", c.lowest_priority);
+        w("icw4", c.icw4);
+        w("read_isr", c.read_isr);
+        w("auto_eoi", c.auto_eoi);
+        w("poll", c.poll);
+    };
+    v.object("master", [&](auto& w) { chip(w, master_); });
+    v.object("slave", [&](auto& w) { chip(w, slave_); });
+}
+
+void Pic8259::save_state(StateSaver& out) {
+    std::lock_guard lk(mu_);
+    visit_state(out);
+}
+
+Status Pic8259::restore_state(StateLoader& in) {
+    bool changed, level;
+    {
+        std::lock_guard lk(mu_);
+        visit_state(in);
+        if (auto st = in.finish(); !st) return st;
+        auto check = [&](const char* name, const Chip& c, uint8_t edge_only) -> Status {
+            const std::string w = in.where() + "." + name;
+            if (c.icw_step > 3)
+                return Error{w + ".icw_step: " + std::to_string(c.icw_step) +
+                             " is not a step of the initialization sequence (0-3)"};
+            if (c.lowest_priority > 7)
+                return Error{w + ".lowest_priority: " + std::to_string(c.lowest_priority) +
+                             " is not an IRQ of the chip (0-7)"};
+            if (c.base & 7)
+                return Error{w + ".base: bits 2:0 are the IRQ number and must be clear"};
+            if (c.elcr & edge_only)
+                return Error{w + ".elcr: level trigger on an IRQ that is always edge"};
+            return {};
+        };
+        if (auto st = check("master", master_, 0x07); !st) return st;  // IRQ 0-2
+        if (auto st = check("slave", slave_, 0x21); !st) return st;    // IRQ 8 and 13
+        update_locked(changed, level);
+    }
+    // The INT pin (the BSP's LINT0) is driven whether or not it changed: the receiver of a
+    // restored machine starts low, or was restored on its own (the vCPU state carries it).
+    if (output_cb_) output_cb_(level);
+    return {};
 }
 
 }  // namespace kv

@@ -26,6 +26,10 @@ class Pic8259 : public Device {
     uint8_t acknowledge();
     bool output() const;
 
+    // Both chips' registers and pin levels; the INT output is driven again on restore.
+    void save_state(StateSaver& out) override;
+    Status restore_state(StateLoader& in) override;
+
   private:
     struct Chip {
         uint8_t irr = 0, isr = 0, imr = 0xFF, last = 0, elcr = 0;
@@ -38,6 +42,8 @@ class Pic8259 : public Device {
         uint8_t read(int port);
         void eoi_nonspecific();
     };
+    template <class V>
+    void visit_state(V& v);
     void update_locked(bool& changed, bool& level);
     Chip& chip_for(uint64_t off);
 

@@ -1,5 +1,11 @@
 #include "vmm/devices/uart_8250.h"
 
+#include <algorithm>
+#include <iterator>
+#include <string>
+
+#include "vmm/devices/device_state.h"
+
 namespace kv {
 namespace {
 constexpr size_t kTriggerLevels[4] = {1, 4, 8, 14};
@@ -33,9 +39,13 @@ uint8_t Uart8250::iir_locked() const {
     return fifo | kIirNone;
 }
 
-void Uart8250::update_irq_locked() {
+bool Uart8250::line_locked() const {
     const bool gate = (mcr_ & kMcrOut2) && !(mcr_ & kMcrLoop);
-    const bool level = gate && !(iir_locked() & kIirNone);
+    return gate && !(iir_locked() & kIirNone);
+}
+
+void Uart8250::update_irq_locked() {
+    const bool level = line_locked();
     if (level != irq_level_) {
         irq_level_ = level;
         irq_.set(level);
@@ -210,6 +220,62 @@ size_t Uart8250::push_input(std::span<const uint8_t> bytes, std::stop_token stop
         update_irq_locked();
     }
     return done;
+}
+
+// The chip's registers and RX FIFO, and the input backlog: bytes push_input() accepted
+// (the pusher was told they were queued) that the guest has not read yet. They are saved
+// so that input typed before the snapshot reaches the restored guest, as the device never
+// drops input. Not saved: irq_level_, which follows from the rest (recomputed below); the
+// sink and the backlog capacity, which are the host's. THR and the transmitter are always
+// empty, so no output is in flight here (what the console has yet to write out is the
+// host's, not the guest's).
+template <class V>
+void Uart8250::visit_state(V& v) {
+    v("ier", ier_);
+    v("lcr", lcr_);
+    v("mcr", mcr_);
+    v("scr", scr_);
+    v("dll", dll_);
+    v("dlm", dlm_);
+    v("fifo_enabled", fifo_enabled_);
+    v("rx_trigger", rx_trigger_);
+    v("overrun", overrun_);
+    v("thre_pending", thre_pending_);
+    v("msr_delta", msr_delta_);
+    v("rx_fifo", rx_fifo_);
+    v("backlog", backlog_);
+}
+
+void Uart8250::save_state(StateSaver& out) {
+    std::lock_guard lk(mu_);
+    visit_state(out);
+}
+
+Status Uart8250::restore_state(StateLoader& in) {
+    std::lock_guard lk(mu_);
+    visit_state(in);
+    if (auto st = in.finish(); !st) return st;
+    const std::string& w = in.where();
+    if (ier_ & ~0x0F) return Error{w + ".ier: bits 7:4 are not writable"};
+    if (mcr_ & ~0x1F) return Error{w + ".mcr: bits 7:5 are not writable"};
+    if (msr_delta_ & ~0x0F) return Error{w + ".msr_delta: only bits 3:0 are deltas"};
+    const bool level_ok = std::find(std::begin(kTriggerLevels), std::end(kTriggerLevels),
+                                    rx_trigger_) != std::end(kTriggerLevels);
+    if (!level_ok || (!fifo_enabled_ && rx_trigger_ != 1))
+        return Error{w + ".rx_trigger: " + std::to_string(rx_trigger_) +
+                     " is not a trigger level (1, 4, 8 or 14; 1 with FIFOs off)"};
+    if (rx_fifo_.size() > rx_capacity_locked())
+        return Error{w + ".rx_fifo: " + std::to_string(rx_fifo_.size()) +
+                     " bytes, the receiver holds at most " + std::to_string(rx_capacity_locked())};
+    // A saved state has a full FIFO or an empty backlog (outside loopback); anything else is
+    // moved as the chip would. A pusher waiting for space looks again.
+    refill_locked();
+    space_cv_.notify_all();
+    // Drive the line from the restored registers. The interrupt controllers save their pin
+    // levels too; setting it unconditionally makes both agree whichever is restored first.
+    irq_level_ = line_locked();
+    irq_.set(irq_level_);
+    return {};
 }
 
 }  // namespace kv

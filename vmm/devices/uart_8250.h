@@ -86,6 +86,9 @@ class Uart8250 : public Device {
 
     void read(uint64_t offset, std::span<uint8_t> data) override;
     void write(uint64_t offset, std::span<const uint8_t> data) override;
+    // Registers, RX FIFO and input backlog; the IRQ line is driven again on restore.
+    void save_state(StateSaver& out) override;
+    Status restore_state(StateLoader& in) override;
 
     // Queues `bytes` for the guest, blocking while the backlog is full. Returns how many
     // bytes were queued: all of them, unless `stop` was triggered while waiting. Do not
@@ -98,6 +101,8 @@ class Uart8250 : public Device {
     size_t pending_input() const;
 
   private:
+    template <class V>
+    void visit_state(V& v);
     uint8_t read_reg_locked(uint64_t reg);
     // Returns true when `out` got a byte for the sink.
     bool write_reg_locked(uint64_t reg, uint8_t v, uint8_t* out);
@@ -106,6 +111,8 @@ class Uart8250 : public Device {
     void set_mcr_locked(uint8_t v);
     size_t rx_capacity_locked() const { return fifo_enabled_ ? kFifoDepth : 1; }
     void refill_locked();
+    // The level the line should have: an enabled interrupt pending, gated by OUT2.
+    bool line_locked() const;
     void update_irq_locked();
 
     const IrqLine irq_;
