@@ -279,6 +279,10 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
             KV_TRY(link_->announce_tsc_khz(khz));
         }
     }
+    if (!cfg.restore.empty()) {
+        if (!kvm) return kvm.error();
+        return restore_snapshot(cfg.restore);
+    }
     boot::LinuxBootConfig lb{cfg.kernel, cfg.initrd, cmdline, rsdp->value};
     auto info = boot::load_linux(*mem_, lb);
     if (!info) return info.error();
@@ -391,8 +395,10 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     // run slower than real time; the LAPIC timer needs nothing, since the guest measures
     // its rate against the TSC and the PM timer.
     const uint32_t dilation = cfg.time_dilation;
-    device_clock_ = std::make_shared<PausableClock>(monotonic_ns);
-    const MonotonicClock guest_clock = dilated([c = device_clock_] { return c->now(); }, dilation);
+    // Dilated first, then pausable: the clock a snapshot saves and restores (restart_at) is
+    // the one the devices read.
+    device_clock_ = std::make_shared<PausableClock>(dilated(monotonic_ns, dilation));
+    const MonotonicClock guest_clock = [c = device_clock_] { return c->now(); };
     // Over several nodes the PM timer is read on every node (read_pm_timer), so it runs on
     // what every node shares, the guest TSC, and counts from the guest TSC's zero.
     const MonotonicClock pm_clock =
@@ -402,21 +408,22 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     // node serves counter reads itself (read_hpet_counter) from the state node 0 sends.
     Hpet::OnCounter on_hpet;
     if (multi_) on_hpet = [this](const Hpet::Counter& c) { link_->announce_hpet(c); };
-    KV_TRY(mmio_bus_.insert(Hpet::kBase, Hpet::kSize, std::make_shared<Hpet>(pm_clock, on_hpet),
-                            "hpet"));
+    auto hpet = std::make_shared<Hpet>(pm_clock, on_hpet);
+    KV_TRY(mmio_bus_.insert(Hpet::kBase, Hpet::kSize, hpet, "hpet"));
     pit_ = std::make_shared<Pit8254>(IrqLine(this, 0), guest_clock, dilation);
     KV_TRY(pio_bus_.insert(Pit8254::kBase, Pit8254::kSize, pit_, "pit"));
     KV_TRY(pio_bus_.insert(0x61, 1, std::make_shared<PortWindow>(pit_, Pit8254::kPort61Offset),
                            "port61"));
 
-    KV_TRY(pio_bus_.insert(RtcCmos::kBase, RtcCmos::kSize, std::make_shared<RtcCmos>(), "rtc"));
+    auto rtc = std::make_shared<RtcCmos>();
+    KV_TRY(pio_bus_.insert(RtcCmos::kBase, RtcCmos::kSize, rtc, "rtc"));
     auto reset = [this] { request_stop(StopReason::Reset, "guest reset"); };
     acpi_pm_ = std::make_shared<AcpiPm>(
         IrqLine(this, kSciIrq), [this] { request_stop(StopReason::PowerOff, "guest powered off"); },
         pm_clock, pm_origin);
     KV_TRY(pio_bus_.insert(AcpiPm::kBase, AcpiPm::kSize, acpi_pm_, "acpi-pm"));
-    KV_TRY(pio_bus_.insert(PciHost::kBase, PciHost::kSize, std::make_shared<PciHost>(reset),
-                           "pci-host"));
+    auto pci = std::make_shared<PciHost>(reset);
+    KV_TRY(pio_bus_.insert(PciHost::kBase, PciHost::kSize, pci, "pci-host"));
     KV_TRY(pio_bus_.insert(PvPanic::kPort, 1, std::make_shared<PvPanic>([this](uint8_t ev) {
                                request_stop(StopReason::Crashed,
                                             (ev & PvPanic::kPanicked)
@@ -449,6 +456,9 @@ Status Machine::setup_devices(const config::VmConfig& cfg) {
     }
     uart_ = std::make_shared<Uart8250>(IrqLine(this, kSerialIrq), std::move(sink));
     KV_TRY(pio_bus_.insert(Uart8250::kCom1Base, Uart8250::kSize, uart_, "com1"));
+    devices_ = {{"ioapic", ioapic_}, {"pic", pic_},    {"hpet", hpet},
+                {"pit", pit_},       {"rtc", rtc},     {"acpi-pm", acpi_pm_},
+                {"pci-host", pci},   {"i8042", i8042}, {"com1", uart_}};
     return {};
 }
 
@@ -542,8 +552,14 @@ StopEvent Machine::run() {
         if (auto s = pit_->start(); !s)
             return StopEvent{StopReason::Failed, "pit: " + s.error().message};
     }
-    for (size_t i = 0; i < vcpus_.size(); ++i)
-        if (runs_here(uint32_t(i))) vcpus_[i]->start(i == 0);
+    if (auto st = finish_restore(); !st) return StopEvent{StopReason::Failed, st.error().message};
+    for (size_t i = 0; i < vcpus_.size(); ++i) {
+        if (!runs_here(uint32_t(i))) continue;
+        if (restored_)
+            vcpus_[i]->start_restored();
+        else
+            vcpus_[i]->start(i == 0);
+    }
     std::unique_lock lk(stop_mu_);
     if (multi_ && log_level() <= LogLevel::Info) {
         // Progress of a multi-node guest every 10 s (--log-level info): a node waiting on

@@ -130,6 +130,19 @@ class Machine : public IoHandler, public IrqChip {
     // held elsewhere is fetched by the coherence engine, as for a vCPU. Errors name the
     // range when it is not guest RAM. Not from a thread that serves the interconnect.
     Status read_guest_memory(uint64_t gpa, std::span<uint8_t> out) const;
+    // A snapshot of the whole guest into `dir` (docs/snapshots.md): the guest paused (if it
+    // runs), every vCPU's state, every device's, the guest clocks and the non-zero pages of
+    // guest RAM written atomically, then the guest runs on, or stays paused with `stop`.
+    // Progress goes out as SNAPSHOT_PROGRESS events. On the I/O node, from the control
+    // thread. A guest over several nodes is refused (Refused): not built yet.
+    struct SnapshotSave {
+        std::string dir;
+        uint64_t bytes = 0;                   // every part, the manifest not counted
+        uint64_t pages = 0, zero_pages = 0;   // of guest RAM: written, left out
+        uint64_t pause_ns = 0, total_ns = 0;  // the guest stood still / the whole save
+        bool paused = false;                  // the guest is left paused
+    };
+    Result<SnapshotSave> save_snapshot(const std::string& dir, bool stop);
     // What Ctrl-A c on the console switches to (null: no monitor); set before run(), and
     // it must outlive the Machine's run().
     void set_monitor(ConsoleMonitor* monitor) { monitor_ = monitor; }
@@ -156,6 +169,19 @@ class Machine : public IoHandler, public IrqChip {
     Status resume_local(uint64_t cycles);
     // A request of the I/O node's control plane (NodeControl's worker thread).
     Result<control::Json> serve_control(ControlOp op, const control::Json& args);
+    // --restore: the snapshot's state into this machine instead of a boot (build()); the
+    // clocks are set where they stood at the save by finish_restore() in run(), just
+    // before the vCPUs start.
+    Status restore_snapshot(const std::string& dir);
+    Status write_snapshot(const std::string& dir, SnapshotSave& out);
+    Status finish_restore();
+    struct RestoredClocks {
+        uint64_t guest_tsc = 0;  // the guest TSC at the save
+        uint64_t device_ns = 0;  // the devices' clock at the save
+    };
+    std::optional<RestoredClocks> restored_;
+    // The devices with guest-visible state, by the name their state has in a snapshot.
+    std::vector<std::pair<std::string, std::shared_ptr<Device>>> devices_;
     // vCPU v runs on this node (always, on a single-node guest).
     bool runs_here(uint32_t v) const;
     // This node's steps of a migration (migrate_vcpu; docs/migration.md).

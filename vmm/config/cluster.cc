@@ -49,6 +49,24 @@ Result<ConfigDigest> config_digest(const VmConfig& cfg) {
     return *d;
 }
 
+Result<ConfigDigest> guest_digest(const VmConfig& cfg) {
+    std::string text = "kerrvisor guest digest v1\n";
+    for (auto [key, path] : {std::pair{"kernel", &cfg.kernel}, std::pair{"initrd", &cfg.initrd}}) {
+        Result<std::string> line = file_line(key, *path);
+        if (!line.ok()) return line.error();
+        text += *line;
+    }
+    text += "cmdline " + std::to_string(cfg.cmdline.size()) + " " + cfg.cmdline + "\n";
+    text += "time-dilation " + std::to_string(cfg.time_dilation) + "\n";
+    const unsigned vcpus = cfg.cluster.enabled() ? cfg.cluster.total_vcpus() : cfg.vcpus;
+    const uint64_t memory = cfg.cluster.enabled() ? cfg.cluster.total_memory() : cfg.memory;
+    text += "vcpus " + std::to_string(vcpus) + " memory " + std::to_string(memory) + "\n";
+    Result<Sha256Digest> d =
+        sha256(std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    if (!d.ok()) return d.error();
+    return *d;
+}
+
 TransportOptions transport_options(const VmConfig& cfg, const ConfigDigest& digest,
                                    AuthHook* auth) {
     TransportOptions o;

@@ -21,6 +21,11 @@ namespace kv::config {
 // ...").
 Result<std::string> digest_text(const VmConfig& cfg);
 Result<ConfigDigest> config_digest(const VmConfig& cfg);
+// What a snapshot must be restored into (docs/snapshots.md): SHA-256 over the kernel's and
+// initrd's contents, the cmdline, the time dilation and the guest's total vCPUs and memory,
+// but not how they are spread over nodes, so that a snapshot restores onto another node
+// count.
+Result<ConfigDigest> guest_digest(const VmConfig& cfg);
 
 // TransportOptions for node cfg.cluster.self: every node's address, the digest, the
 // connect timeout, and `auth` (not owned; typically a ClusterKeyAuth made from

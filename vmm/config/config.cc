@@ -375,6 +375,9 @@ Status apply(VmConfig& cfg, const std::string& key, const Raw& raw) {
         cfg.cluster.self = *id;
     } else if (key == "local") {
         cfg.cluster.local = true;
+    } else if (key == "restore") {
+        if (text.empty()) return Error{"restore: empty path"};
+        cfg.restore = resolve_path(text, raw.origin);
     }
     cfg.origins[key] = raw.origin;
     return {};

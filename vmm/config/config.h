@@ -118,6 +118,7 @@ struct VmConfig {
     // times slower than real time; 1 is real time (docs/configuration.md).
     uint32_t time_dilation = 1;
     std::string config_file;  // --config as given; empty if none
+    std::string restore;      // --restore DIR: start from that snapshot (empty: boot)
     Cluster cluster;          // empty unless the file has [node.K] sections
     // [vcpu.N] migrate (Kerrighed's CAN_MIGRATE): the vCPUs the file names, by index.
     // Policy of the I/O node's control plane, not guest state: not in the config digest.

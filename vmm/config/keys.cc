@@ -10,7 +10,7 @@ namespace {
 constexpr std::string_view kVersion = "0.1.0";
 
 // clang-format off
-constexpr std::array<KeyInfo, 16> kKeys{{
+constexpr std::array<KeyInfo, 17> kKeys{{
     {"kernel", "PATH", "",
      "Linux bzImage to boot (64-bit boot protocol). Required.", true, false},
     {"initrd", "PATH", "none",
@@ -52,6 +52,10 @@ constexpr std::array<KeyInfo, 16> kKeys{{
     {"local", "", "",
      "Run every node of the config file's cluster as a process on this host, over "
      "127.0.0.1 (each node keeps its port). Command line only.", false, false},
+    {"restore", "DIR", "none",
+     "Start the guest from the snapshot in DIR (kvctl snapshot save) instead of booting "
+     "it: the config must describe the same guest (kernel, initrd, cmdline, vCPUs, "
+     "memory). Command line only.", false, false},
     {"help", "", "",
      "Print this help and exit.", false, false},
     {"version", "", "",

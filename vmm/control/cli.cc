@@ -42,6 +42,7 @@ const std::map<std::string, std::string>& command_aliases() {
 const std::vector<std::string>& positional_args(const std::string& name) {
     static const std::map<std::string, std::vector<std::string>> table = {
         {"memory-read", {"address", "size"}},
+        {"snapshot-save", {"dir"}},
         {"migrate-vcpu", {"vcpu", "node"}},
         {"set-vcpu-capability", {"vcpu", "migrate"}},
     };
@@ -66,10 +67,22 @@ std::vector<std::string> split_words(const std::string& line) {
 std::variant<Request, std::string> parse_command(const std::vector<std::string>& words) {
     Request r;
     r.cmd = words.at(0);
+    size_t first = 1;
+    // Two-word commands: "snapshot save DIR".
+    if (r.cmd == "snapshot" && words.size() > 1 && words[1] == "save") {
+        r.cmd = "snapshot-save";
+        first = 2;
+    }
     if (auto it = command_aliases().find(r.cmd); it != command_aliases().end()) r.cmd = it->second;
     const auto& positional = positional_args(r.cmd);
     size_t next_positional = 0;
-    for (size_t i = 1; i < words.size(); ++i) {
+    for (size_t i = first; i < words.size(); ++i) {
+        // --NAME is NAME=yes (snapshot save DIR --stop).
+        if (words[i].size() > 2 && words[i].starts_with("--") &&
+            words[i].find('=') == std::string::npos) {
+            r.args[words[i].substr(2)] = true;
+            continue;
+        }
         size_t eq = words[i].find('=');
         std::string key, value;
         if (eq == std::string::npos && next_positional < positional.size()) {

@@ -55,7 +55,8 @@ Result<Json> Client::read_message(std::chrono::milliseconds timeout) {
     }
 }
 
-Result<Json> Client::execute(const std::string& command, const Json& args) {
+Result<Json> Client::execute(const std::string& command, const Json& args,
+                             const EventWatch& on_event) {
     const uint64_t id = next_id_++;
     Json req = {{"execute", command}, {"id", id}};
     if (!args.empty()) req["arguments"] = args;
@@ -66,6 +67,7 @@ Result<Json> Client::execute(const std::string& command, const Json& args) {
         auto m = read_message(timeout_);
         if (!m) return m.error();
         if (m->contains("event")) {
+            if (on_event) on_event(*m);
             events_.push_back(std::move(*m));
             continue;
         }

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -17,8 +18,12 @@ class Client {
   public:
     static Result<Client> connect(const std::string& path,
                                   std::chrono::milliseconds timeout = std::chrono::seconds(10));
-    // The command's "return" value; an error reply is an Error "CLASS: desc".
-    Result<Json> execute(const std::string& command, const Json& args = Json::object());
+    // The command's "return" value; an error reply is an Error "CLASS: desc". Events that
+    // arrive meanwhile are kept for next_event(), and shown to `on_event` first if given
+    // (kvctl's progress line for snapshot-save).
+    using EventWatch = std::function<void(const Json& event)>;
+    Result<Json> execute(const std::string& command, const Json& args = Json::object(),
+                         const EventWatch& on_event = {});
     // The next event (queued or arriving within `timeout`), nullopt when none came.
     Result<std::optional<Json>> next_event(std::chrono::milliseconds timeout);
     // The error class of the last error reply ("" if the last command succeeded).

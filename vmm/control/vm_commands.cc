@@ -264,6 +264,29 @@ void VmControl::add_commands(CommandTable& t) {
                   return Json{{"vcpu", vcpu}, {"migrate", migrate}};
               });
           });
+    t.add("snapshot-save",
+          "save the whole guest into directory DIR (atomically: a DIR holding a snapshot is "
+          "replaced only once the new one is complete); the guest then runs on, or stays "
+          "paused with stop=yes",
+          {{"dir", ArgType::String, true}, {"stop", ArgType::Bool, false}}, [this](const Json& a) {
+              const std::string dir = a["dir"].get<std::string>();
+              const bool stop = a.contains("stop") && a["stop"].get<bool>();
+              Reply r = with_machine([&](Machine& m) -> Reply {
+                  auto s = m.save_snapshot(dir, stop);
+                  if (!s) return generic_error(s.error().message);
+                  return Json{{"dir", s->dir},
+                              {"bytes", s->bytes},
+                              {"pages", s->pages},
+                              {"zero_pages", s->zero_pages},
+                              {"pause_ns", s->pause_ns},
+                              {"total_ns", s->total_ns},
+                              {"status", s->paused ? "paused" : "running"}};
+              });
+              // The guest stopped (or was stopped already): as after `stop`.
+              if (auto* j = std::get_if<Json>(&r); j && j->value("status", "") == "paused" && stop)
+                  emit("STOP");
+              return r;
+          });
     t.add("quit", "end vmm-launch (exit status 0)", {}, [this](const Json&) {
         return with_machine([](Machine& m) -> Reply {
             m.request_stop(StopReason::UserQuit, "quit from the control socket");

@@ -60,6 +60,13 @@ class PausableClock {
         paused_ = false;
         paused_total_ += base_() - paused_at_;
     }
+    // Runs on from `t` (a snapshot's restore: the devices' timestamps stay valid). The
+    // arithmetic is modulo 2^64, so `t` may be ahead of `base`.
+    void restart_at(uint64_t t) {
+        std::lock_guard lk(mu_);
+        paused_ = false;
+        paused_total_ = base_() - t;
+    }
 
   private:
     MonotonicClock base_;

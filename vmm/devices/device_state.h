@@ -64,6 +64,7 @@ class StateLoader {
   public:
     // `where` names the object in errors ("devices.pit").
     StateLoader(const StateJson& j, std::string where);
+    StateLoader(StateJson&&, std::string) = delete;  // it keeps a reference to `j`
 
     template <class T>
     void operator()(const std::string& name, T& v) {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -68,6 +69,10 @@ COMMANDS
     xp (memory-read) ADDR [N]
                              N (1..4096, default 8) bytes of guest physical memory
                              at ADDR, as hex, and up to 8 bytes as a number
+    snapshot save DIR [--stop]   (snapshot-save)
+                             save the whole guest into DIR (made atomically; a
+                             relative DIR is kvctl's); the guest runs on, or stays
+                             paused with --stop; vmm-launch --restore DIR starts it
     migrate (migrate-vcpu) VCPU NODE
                              move vCPU VCPU to node NODE while the guest runs; prints
                              the pause (pause_ns) and the whole time (total_ns)
@@ -106,6 +111,7 @@ EXAMPLES
     printf 'stop\nvcpus\ncont\n' | kvctl --socket /run/kv.sock
     kvctl --socket /run/kv.sock xp 0x101000 16
     kvctl --socket /run/kv.sock migrate 1 0      # vCPU 1 to node 0
+    kvctl --socket /run/kv.sock snapshot save /var/tmp/snap1 --stop
 
 SEE ALSO
     The serial console of vmm-launch offers the same commands without a socket: Ctrl-A c
@@ -117,9 +123,29 @@ int usage(const std::string& why) {
     return 2;
 }
 
+// snapshot-save's directory is the server's: one relative to kvctl's working directory is
+// made absolute here.
+void absolute_dir(Request& r) {
+    if (r.cmd != "snapshot-save") return;
+    auto it = r.args.find("dir");
+    if (it == r.args.end() || !it->is_string()) return;
+    const std::string d = it->get<std::string>();
+    if (!d.empty() && d[0] != '/') *it = (std::filesystem::current_path() / d).string();
+}
+
 // Runs one request and prints its reply; 0, or 1 for an error reply or a lost server.
 int run_request(Client& client, const Request& r, bool json) {
-    auto reply = client.execute(r.cmd, r.args);
+    // snapshot-save: a progress line on stderr (when it is a terminal) as the server's
+    // SNAPSHOT_PROGRESS events come.
+    const bool progress = r.cmd == "snapshot-save" && ::isatty(2);
+    auto reply = client.execute(r.cmd, r.args, [&](const Json& ev) {
+        if (!progress || ev.value("event", "") != "SNAPSHOT_PROGRESS" || !ev.contains("data"))
+            return;
+        const Json& d = ev["data"];
+        std::fprintf(stderr, "\rsnapshot: %-8s %10.1f MiB written", d.value("phase", "").c_str(),
+                     double(d.value("bytes", uint64_t(0))) / (1 << 20));
+    });
+    if (progress) std::fputs("\n", stderr);
     if (!reply) {
         std::fprintf(stderr, "kvctl: %s\n", reply.error().message.c_str());
         return 1;
@@ -218,6 +244,7 @@ int console(Client& client, bool json) {
             status = 2;
             continue;
         }
+        absolute_dir(std::get<Request>(req));
         if (int rc = run_request(client, std::get<Request>(req), json); rc != 0) {
             status = rc;
             // A server that went away ends the console; an error reply does not.
@@ -374,7 +401,7 @@ int main(int argc, char** argv) {
                 if (v.empty() || *end || !(interval >= 0.1 && interval <= 3600))
                     return usage("--interval wants seconds from 0.1 to 3600");
             }
-        } else if (a.rfind("--", 0) == 0) {
+        } else if (a.rfind("--", 0) == 0 && words.empty()) {
             return usage("unknown option " + a);
         } else {
             words.push_back(a);
@@ -387,6 +414,7 @@ int main(int argc, char** argv) {
         auto req = kv::control::parse_command(words);
         if (auto* why = std::get_if<std::string>(&req)) return usage(*why);
         one = std::get<Request>(req);
+        absolute_dir(*one);
     } else if (words.size() > 1) {
         return usage(words[0] + " takes options, not arguments");
     }

@@ -1,0 +1,243 @@
+// Machine: snapshots of the whole guest, saved (save_snapshot, from the control plane) and
+// restored (--restore, instead of a boot). docs/snapshots.md.
+#include <sys/mman.h>
+
+#include <cinttypes>
+
+#include "base/log.h"
+#include "interconnect/auth.h"
+#include "vmm/config/cluster.h"
+#include "vmm/devices/device_state.h"
+#include "vmm/machine.h"
+#include "vmm/snapshot/memory_image.h"
+#include "vmm/snapshot/snapshot.h"
+
+namespace kv {
+
+using control::Json;
+
+namespace {
+
+constexpr std::chrono::milliseconds kSnapshotPauseTimeout{10'000};
+constexpr const char* kMachinePart = "machine.json";
+constexpr uint32_t kMachineStateVersion = 1;
+
+std::string vcpu_part(uint32_t v) {
+    return "vcpu-" + std::to_string(v);
+}
+std::string memory_part(uint32_t node) {
+    return "memory-node-" + std::to_string(node);
+}
+
+uint64_t elapsed_ns(std::chrono::steady_clock::time_point since) {
+    return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - since)
+                        .count());
+}
+
+std::span<const uint8_t> bytes_of(const std::string& s) {
+    return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, bool stop) {
+    if (!io_node()) return Error{"snapshot-save: only the I/O node saves the guest"};
+    if (multi_)
+        return Error{
+            "snapshot-save: a guest over several nodes cannot be saved yet (each node's "
+            "pages are not gathered: issue 13); single-node guests only",
+            ErrorCode::Refused};
+    if (dir.empty()) return Error{"snapshot-save: empty directory name"};
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool was_paused = paused();
+    if (!was_paused)
+        if (auto st = pause(kSnapshotPauseTimeout); !st)
+            return Error{"snapshot-save: " + st.error().message, st.error().code};
+    const auto paused_at = std::chrono::steady_clock::now();
+    SnapshotSave out;
+    out.dir = dir;
+    Status written = write_snapshot(dir, out);
+    out.pause_ns = was_paused ? 0 : elapsed_ns(paused_at);
+    // The guest runs on whether or not the save worked, unless it was paused before or
+    // the user asked it to stay so.
+    out.paused = was_paused || stop;
+    if (!out.paused)
+        if (auto st = resume(); !st)
+            KV_WARN("snapshot-save: resume: %s", st.error().message.c_str());
+    out.total_ns = elapsed_ns(t0);
+    if (!written) {
+        emit_event("SNAPSHOT_FAILED", {{"dir", dir}, {"error", written.error().message}});
+        return Error{"snapshot-save: " + written.error().message};
+    }
+    emit_event("SNAPSHOT_DONE", {{"dir", dir},
+                                 {"bytes", out.bytes},
+                                 {"pages", out.pages},
+                                 {"pause_ns", out.pause_ns},
+                                 {"total_ns", out.total_ns}});
+    return out;
+}
+
+Status Machine::write_snapshot(const std::string& dir, SnapshotSave& out) {
+    auto digest = config::guest_digest(cfg_);
+    if (!digest) return digest.error();
+    auto w = snapshot::Writer::begin(dir);
+    if (!w) return w.error();
+    auto progress = [&](const char* phase) {
+        emit_event("SNAPSHOT_PROGRESS", {{"dir", dir}, {"phase", phase}, {"bytes", out.bytes}});
+    };
+    auto add = [&](const std::string& name, std::span<const uint8_t> bytes) -> Status {
+        KV_TRY(w->add_part(name, bytes));
+        out.bytes += bytes.size();
+        return {};
+    };
+
+    progress("vcpus");
+    for (auto& v : vcpus_) {
+        auto s = v->save_state(msr_indices_);
+        if (!s) return Error{"vCPU " + std::to_string(v->index()) + ": " + s.error().message};
+        KV_TRY(add(vcpu_part(v->index()), s->encode()));
+    }
+
+    progress("devices");
+    // The guest TSC where the guest stopped: the host TSC at the pause through vCPU 0's
+    // KVM offset (every vCPU of a single-node guest has the same).
+    auto off = vcpus_.at(0)->fd().get_tsc_offset();
+    if (!off) return Error{"vCPU 0: " + off.error().message};
+    uint64_t paused_at_tsc = 0;
+    {
+        std::lock_guard g(pause_mu_);
+        if (!paused_at_tsc_) return Error{"the guest is not paused"};
+        paused_at_tsc = *paused_at_tsc_;
+    }
+    Json devices = Json::object();
+    for (auto& [name, dev] : devices_) {
+        StateSaver s;
+        dev->save_state(s);
+        devices[name] = s.take();
+    }
+    const Json machine{{"version", kMachineStateVersion},
+                       {"guest_tsc", paused_at_tsc + *off},
+                       {"device_clock_ns", device_clock_->now()},
+                       {"devices", std::move(devices)}};
+    KV_TRY(add(kMachinePart, bytes_of(machine.dump(1))));
+
+    progress("memory");
+    std::vector<snapshot::RamSpan> ram;
+    for (const auto& r : mem_->regions())
+        ram.push_back({r.base.value, {static_cast<const uint8_t*>(r.mapping.data()), r.size}});
+    snapshot::MemoryImageInfo info;
+    const std::vector<uint8_t> image = snapshot::encode_memory_image(ram, &info);
+    KV_TRY(add(memory_part(0), image));
+    out.pages = info.pages;
+    out.zero_pages = info.zero_pages;
+
+    progress("commit");
+    snapshot::Manifest m;
+    m.config_digest = to_hex(*digest);
+    m.nodes = topo_.num_nodes;
+    m.vcpus = topo_.num_vcpus();
+    m.memory_bytes = mem_->ram_size();
+    return w->commit(std::move(m));
+}
+
+Status Machine::restore_snapshot(const std::string& dir) {
+    auto fail = [&](const std::string& why) { return Error{"restore: " + dir + ": " + why}; };
+    if (multi_) return fail("a guest over several nodes cannot be restored yet (issue 13)");
+    auto reader = snapshot::Reader::open(dir);
+    if (!reader) return fail(reader.error().message);
+    const snapshot::Manifest& m = reader->manifest();
+    auto digest = config::guest_digest(cfg_);
+    if (!digest) return digest.error();
+    if (m.config_digest != to_hex(*digest))
+        return fail(
+            "it was taken of another guest (its config digest differs: kernel, initrd, cmdline, "
+            "time-dilation, vCPUs or memory)");
+    if (m.vcpus != topo_.num_vcpus())
+        return fail("it has " + std::to_string(m.vcpus) + " vCPUs, this guest " +
+                    std::to_string(topo_.num_vcpus()));
+    if (m.memory_bytes != mem_->ram_size())
+        return fail("it has " + std::to_string(m.memory_bytes) + " bytes of RAM, this guest " +
+                    std::to_string(mem_->ram_size()));
+    if (m.parent) return fail("an incremental snapshot cannot be restored yet");
+    // Every part is read and checked before anything is restored.
+    if (auto st = reader->verify(); !st) return fail(st.error().message);
+
+    std::vector<CpuState> cpus;
+    for (uint32_t v = 0; v < topo_.num_vcpus(); ++v) {
+        auto bytes = reader->read_part(vcpu_part(v));
+        if (!bytes) return fail(bytes.error().message);
+        auto s = CpuState::decode(*bytes);
+        if (!s) return fail("part " + vcpu_part(v) + ": " + s.error().message);
+        cpus.push_back(std::move(s).value());
+    }
+
+    auto mbytes = reader->read_part(kMachinePart);
+    if (!mbytes) return fail(mbytes.error().message);
+    const Json j = Json::parse(mbytes->begin(), mbytes->end(), nullptr, false);
+    const std::string mp = std::string("part ") + kMachinePart;
+    if (j.is_discarded() || !j.is_object()) return fail(mp + ": not JSON");
+    if (!j.contains("version") || !j["version"].is_number_unsigned())
+        return fail(mp + ": version: missing or not a number");
+    if (j["version"].get<uint64_t>() != kMachineStateVersion)
+        return fail(mp + ": version " + j["version"].dump() + ", this build reads " +
+                    std::to_string(kMachineStateVersion));
+    RestoredClocks clocks;
+    for (auto [key, field] : {std::pair{"guest_tsc", &clocks.guest_tsc},
+                              std::pair{"device_clock_ns", &clocks.device_ns}}) {
+        if (!j.contains(key) || !j[key].is_number_unsigned())
+            return fail(mp + ": " + key + ": missing or not a number");
+        *field = j[key].get<uint64_t>();
+    }
+    if (!j.contains("devices") || !j["devices"].is_object())
+        return fail(mp + ": devices: missing or not an object");
+    const Json& devs = j["devices"];
+    for (auto it = devs.begin(); it != devs.end(); ++it) {
+        bool known = false;
+        for (auto& d : devices_) known |= d.first == it.key();
+        if (!known) return fail(mp + ": devices." + it.key() + ": no such device");
+    }
+    for (auto& [name, dev] : devices_) {
+        if (!devs.contains(name)) return fail(mp + ": devices." + name + ": missing");
+        StateLoader l(devs[name], "devices." + name);
+        if (auto st = dev->restore_state(l); !st) return fail(mp + ": " + st.error().message);
+    }
+
+    // Guest RAM: zero-filled again (the ACPI tables build() wrote, whatever the guest had
+    // left there is in the image), then the image's pages.
+    for (const auto& r : mem_->regions())
+        if (::madvise(r.mapping.data(), r.size, MADV_DONTNEED) != 0)
+            return Error::from_errno("restore: madvise(MADV_DONTNEED) on guest RAM");
+    auto image = reader->read_part(memory_part(0));
+    if (!image) return fail(image.error().message);
+    auto info = snapshot::decode_memory_image(
+        *image, memory_part(0), [this](uint64_t gpa, uint64_t bytes) -> Result<uint8_t*> {
+            uint8_t* p = mem_->host_ptr(Gpa(gpa), bytes);
+            if (!p) return Error{"not guest RAM"};
+            return p;
+        });
+    if (!info) return fail(info.error().message);
+
+    for (uint32_t v = 0; v < topo_.num_vcpus(); ++v)
+        if (auto st = vcpus_[v]->restore_state(cpus[v]); !st)
+            return fail("vCPU " + std::to_string(v) + ": " + st.error().message);
+    restored_ = clocks;
+    KV_INFO("restored %s: %u vCPU(s), %" PRIu64 " pages of RAM", dir.c_str(), topo_.num_vcpus(),
+            info->pages);
+    return {};
+}
+
+Status Machine::finish_restore() {
+    if (!restored_) return {};
+    // The guest TSC and the devices' clock go on from where they stood at the save, at the
+    // same moment, just before the vCPUs start.
+    const uint64_t offset = restored_->guest_tsc - __builtin_ia32_rdtsc();
+    for (auto& v : vcpus_)
+        if (auto st = v->fd().set_tsc_offset(offset); !st)
+            return Error{"restore: vCPU " + std::to_string(v->index()) +
+                         ": its TSC cannot continue from the snapshot: " + st.error().message};
+    device_clock_->restart_at(restored_->device_ns);
+    return {};
+}
+
+}  // namespace kv
