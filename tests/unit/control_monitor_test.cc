@@ -62,6 +62,16 @@ TEST(Cli, AliasesAndArguments) {
     EXPECT_EQ(alias_of("migrate-vcpu"), "migrate");
 }
 
+TEST(Cli, SnapshotSaveIsTwoWordsAndTakesDashDashFlags) {
+    auto r = parse_command({"snapshot", "save", "/var/tmp/s1", "--stop"});
+    ASSERT_TRUE(std::holds_alternative<Request>(r));
+    EXPECT_EQ(std::get<Request>(r).cmd, "snapshot-save");
+    EXPECT_EQ(std::get<Request>(r).args, (Json{{"dir", "/var/tmp/s1"}, {"stop", true}}));
+    r = parse_command({"snapshot-save", "dir=/s", "stop=no"});
+    ASSERT_TRUE(std::holds_alternative<Request>(r));
+    EXPECT_EQ(std::get<Request>(r).args, (Json{{"dir", "/s"}, {"stop", false}}));
+}
+
 TEST(Cli, PlainValuesFillTheCommandsPositionalArguments) {
     auto r = parse_command({"migrate", "1", "0"});
     ASSERT_TRUE(std::holds_alternative<Request>(r));

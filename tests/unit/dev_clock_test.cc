@@ -20,6 +20,24 @@ TEST(PausableClock, StandsStillWhilePausedAndGoesOnWithoutAJump) {
     EXPECT_EQ(c.now(), 1600u);
 }
 
+// A restored snapshot's clock goes on from the saved time, behind or ahead of its base.
+TEST(PausableClock, RestartAtGoesOnFromTheGivenTime) {
+    uint64_t t = 5'000;
+    PausableClock c([&] { return t; });
+    c.pause();
+    c.restart_at(1'000'000);  // ahead of the base: modulo 2^64
+    EXPECT_EQ(c.now(), 1'000'000u);
+    t += 250;
+    EXPECT_EQ(c.now(), 1'000'250u);
+    c.pause();
+    t += 100;
+    c.resume();
+    EXPECT_EQ(c.now(), 1'000'250u);
+    c.restart_at(10);  // behind it
+    t += 5;
+    EXPECT_EQ(c.now(), 15u);
+}
+
 TEST(PausableClock, PausesAddUpAndRepeatedCallsAreHarmless) {
     uint64_t t = 0;
     PausableClock c([&] { return t; });
