@@ -108,13 +108,22 @@ Result<VmFd> Kvm::create_vm() const {
     }
 }
 
-Status VmFd::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host) {
+Status VmFd::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host,
+                                    uint32_t flags) {
     kvm_userspace_memory_region r{};
     r.slot = slot;
+    r.flags = flags;
     r.guest_phys_addr = gpa;
     r.memory_size = size;
     r.userspace_addr = reinterpret_cast<uint64_t>(host);
     return ioctl_status(fd_.get(), KVM_SET_USER_MEMORY_REGION, &r, "KVM_SET_USER_MEMORY_REGION");
+}
+
+Status VmFd::get_dirty_log(uint32_t slot, std::span<uint64_t> bitmap) {
+    kvm_dirty_log d{};
+    d.slot = slot;
+    d.dirty_bitmap = bitmap.data();
+    return ioctl_status(fd_.get(), KVM_GET_DIRTY_LOG, &d, "KVM_GET_DIRTY_LOG");
 }
 
 Status VmFd::set_tss_addr(uint64_t addr) {

@@ -21,7 +21,11 @@ class VmFd {
     VmFd() = default;
     explicit VmFd(Fd fd, size_t run_size) : fd_(std::move(fd)), run_size_(run_size) {}
 
-    Status set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+    // `flags`: KVM_MEM_LOG_DIRTY_PAGES to log the guest's writes (get_dirty_log).
+    Status set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host,
+                                  uint32_t flags = 0);
+    // The pages of `slot` written since the last call (one bit a page), and clears them.
+    Status get_dirty_log(uint32_t slot, std::span<uint64_t> bitmap);
     Status set_tss_addr(uint64_t addr);
     Status set_identity_map_addr(uint64_t addr);
     Result<VcpuFd> create_vcpu(uint32_t id);

@@ -142,7 +142,11 @@ class Machine : public IoHandler, public IrqChip {
         uint64_t pause_ns = 0, total_ns = 0;  // the guest stood still / the whole save
         bool paused = false;                  // the guest is left paused
     };
-    Result<SnapshotSave> save_snapshot(const std::string& dir, bool stop);
+    // With `parent` (incremental): only the pages the guest wrote since `parent`, which
+    // must be the last snapshot this machine saved or was restored from (KVM's dirty log
+    // holds the writes since then).
+    Result<SnapshotSave> save_snapshot(const std::string& dir, bool stop,
+                                       const std::optional<std::string>& parent = {});
     // What Ctrl-A c on the console switches to (null: no monitor); set before run(), and
     // it must outlive the Machine's run().
     void set_monitor(ConsoleMonitor* monitor) { monitor_ = monitor; }
@@ -173,7 +177,21 @@ class Machine : public IoHandler, public IrqChip {
     // clocks are set where they stood at the save by finish_restore() in run(), just
     // before the vCPUs start.
     Status restore_snapshot(const std::string& dir);
-    Status write_snapshot(const std::string& dir, SnapshotSave& out);
+    Status write_snapshot(const std::string& dir, const std::optional<std::string>& parent,
+                          SnapshotSave& out);
+    // Guest RAM from snapshot `dir`'s memory part, its parents' first (depth: the chain so
+    // far); `want_sha` is what the child says the manifest's SHA-256 is.
+    Status restore_memory(const std::string& dir, const std::optional<std::string>& want_sha,
+                          unsigned depth);
+    // KVM's dirty log over guest RAM, on from the first snapshot saved or restored:
+    // dirty_ holds, per region, the pages written since the snapshot dirty_base_ (the
+    // SHA-256 of its manifest) that KVM has handed over so far.
+    std::function<Result<uint8_t*>(uint64_t, uint64_t)> ram_target();
+    Status collect_dirty();
+    Status reset_dirty(const std::string& base_dir);
+    bool dirty_logging_ = false;
+    std::vector<std::vector<uint64_t>> dirty_;
+    std::optional<std::string> dirty_base_;
     Status finish_restore();
     struct RestoredClocks {
         uint64_t guest_tsc = 0;  // the guest TSC at the save

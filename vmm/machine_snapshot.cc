@@ -2,7 +2,9 @@
 // restored (--restore, instead of a boot). docs/snapshots.md.
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cinttypes>
+#include <filesystem>
 
 #include "base/log.h"
 #include "interconnect/auth.h"
@@ -35,13 +37,19 @@ uint64_t elapsed_ns(std::chrono::steady_clock::time_point since) {
                         .count());
 }
 
+// An incremental snapshot's parent, named relative to the snapshot's own directory.
+std::string parent_dir(const std::string& child, const std::string& parent) {
+    return parent.starts_with("/") ? parent : child + "/" + parent;
+}
+
 std::span<const uint8_t> bytes_of(const std::string& s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
 }  // namespace
 
-Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, bool stop) {
+Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, bool stop,
+                                                     const std::optional<std::string>& parent) {
     if (!io_node()) return Error{"snapshot-save: only the I/O node saves the guest"};
     if (multi_)
         return Error{
@@ -57,7 +65,8 @@ Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, boo
     const auto paused_at = std::chrono::steady_clock::now();
     SnapshotSave out;
     out.dir = dir;
-    Status written = write_snapshot(dir, out);
+    Status written = write_snapshot(dir, parent, out);
+    if (written) written = reset_dirty(dir);
     out.pause_ns = was_paused ? 0 : elapsed_ns(paused_at);
     // The guest runs on whether or not the save worked, unless it was paused before or
     // the user asked it to stay so.
@@ -78,9 +87,27 @@ Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, boo
     return out;
 }
 
-Status Machine::write_snapshot(const std::string& dir, SnapshotSave& out) {
+Status Machine::write_snapshot(const std::string& dir, const std::optional<std::string>& parent,
+                               SnapshotSave& out) {
+    namespace fs = std::filesystem;
     auto digest = config::guest_digest(cfg_);
     if (!digest) return digest.error();
+    std::optional<std::string> parent_sha, parent_rel;
+    if (parent) {
+        auto p = snapshot::Reader::open(*parent);
+        if (!p) return Error{"incremental-from: " + p.error().message};
+        if (!dirty_base_ || p->manifest_sha256() != *dirty_base_)
+            return Error{"incremental-from: " + *parent +
+                         " is not the last snapshot this guest saved or was restored from "
+                         "(the writes since it are not known)"};
+        std::error_code ec;
+        if (fs::equivalent(*parent, dir, ec))
+            return Error{"incremental-from: " + *parent + " is the snapshot being written"};
+        parent_sha = p->manifest_sha256();
+        // Relative to the new snapshot's directory, so that the chain can move as a whole.
+        parent_rel = fs::proximate(fs::absolute(*parent), fs::absolute(dir)).string();
+        KV_TRY(collect_dirty());
+    }
     auto w = snapshot::Writer::begin(dir);
     if (!w) return w.error();
     auto progress = [&](const char* phase) {
@@ -124,10 +151,33 @@ Status Machine::write_snapshot(const std::string& dir, SnapshotSave& out) {
 
     progress("memory");
     std::vector<snapshot::RamSpan> ram;
-    for (const auto& r : mem_->regions())
-        ram.push_back({r.base.value, {static_cast<const uint8_t*>(r.mapping.data()), r.size}});
+    const auto& regions = mem_->regions();
+    for (size_t i = 0; i < regions.size(); ++i) {
+        const auto& r = regions[i];
+        const auto* base = static_cast<const uint8_t*>(r.mapping.data());
+        if (!parent) {
+            ram.push_back({r.base.value, {base, r.size}});
+            continue;
+        }
+        // Incremental: the runs of pages written since the parent, zero or not.
+        const uint64_t pages = r.size / snapshot::kImagePageSize;
+        auto dirty = [&](uint64_t pg) { return dirty_[i][pg / 64] >> (pg % 64) & 1; };
+        for (uint64_t pg = 0; pg < pages;) {
+            if (!dirty(pg)) {
+                ++pg;
+                continue;
+            }
+            uint64_t end = pg;
+            while (end < pages && dirty(end)) ++end;
+            ram.push_back(
+                {r.base.value + pg * snapshot::kImagePageSize,
+                 {base + pg * snapshot::kImagePageSize, (end - pg) * snapshot::kImagePageSize}});
+            pg = end;
+        }
+    }
     snapshot::MemoryImageInfo info;
-    const std::vector<uint8_t> image = snapshot::encode_memory_image(ram, &info);
+    const std::vector<uint8_t> image =
+        snapshot::encode_memory_image(ram, &info, /*keep_zero_pages=*/parent.has_value());
     KV_TRY(add(memory_part(0), image));
     out.pages = info.pages;
     out.zero_pages = info.zero_pages;
@@ -138,7 +188,79 @@ Status Machine::write_snapshot(const std::string& dir, SnapshotSave& out) {
     m.nodes = topo_.num_nodes;
     m.vcpus = topo_.num_vcpus();
     m.memory_bytes = mem_->ram_size();
+    m.parent = parent_rel;
+    m.parent_manifest_sha256 = parent_sha;
     return w->commit(std::move(m));
+}
+
+Status Machine::collect_dirty() {
+    if (!dirty_logging_) return {};
+    const auto& regions = mem_->regions();
+    std::vector<uint64_t> bits;
+    for (size_t i = 0; i < regions.size(); ++i) {
+        bits.assign(dirty_[i].size(), 0);
+        KV_TRY(vm_.get_dirty_log(regions[i].slot, bits));
+        for (size_t w = 0; w < bits.size(); ++w) dirty_[i][w] |= bits[w];
+    }
+    return {};
+}
+
+Status Machine::reset_dirty(const std::string& base_dir) {
+    // The guest is paused (or has not run): nothing is written between the snapshot and
+    // the start of the new log.
+    auto r = snapshot::Reader::open(base_dir);
+    if (!r) return r.error();
+    const auto& regions = mem_->regions();
+    if (!dirty_logging_) {
+        dirty_.resize(regions.size());
+        for (size_t i = 0; i < regions.size(); ++i) {
+            const uint64_t pages = regions[i].size / snapshot::kImagePageSize;
+            dirty_[i].assign((pages + 63) / 64, 0);
+            KV_TRY(vm_.set_user_memory_region(regions[i].slot, regions[i].base.value,
+                                              regions[i].size, regions[i].mapping.data(),
+                                              KVM_MEM_LOG_DIRTY_PAGES));
+        }
+        dirty_logging_ = true;
+    }
+    KV_TRY(collect_dirty());  // what KVM logged before this point is the parent's
+    for (auto& d : dirty_) std::fill(d.begin(), d.end(), 0);
+    dirty_base_ = r->manifest_sha256();
+    return {};
+}
+
+snapshot::RamTarget Machine::ram_target() {
+    return [this](uint64_t gpa, uint64_t bytes) -> Result<uint8_t*> {
+        uint8_t* p = mem_->host_ptr(Gpa(gpa), bytes);
+        if (!p) return Error{"not guest RAM"};
+        return p;
+    };
+}
+
+Status Machine::restore_memory(const std::string& dir, const std::optional<std::string>& want_sha,
+                               unsigned depth) {
+    constexpr unsigned kMaxChain = 64;
+    if (depth > kMaxChain)
+        return Error{"a chain of more than " + std::to_string(kMaxChain) +
+                     " incremental snapshots (a loop?)"};
+    auto reader = snapshot::Reader::open(dir);
+    if (!reader) return Error{"parent: " + reader.error().message};
+    const snapshot::Manifest& m = reader->manifest();
+    if (!want_sha || reader->manifest_sha256() != *want_sha)
+        return Error{"parent " + dir +
+                     ": not the snapshot its child was taken from (its "
+                     "manifest's SHA-256 differs)"};
+    auto digest = config::guest_digest(cfg_);
+    if (!digest) return digest.error();
+    if (m.config_digest != to_hex(*digest) || m.memory_bytes != mem_->ram_size())
+        return Error{"parent " + dir + ": taken of another guest"};
+    if (m.parent)
+        KV_TRY(restore_memory(parent_dir(reader->dir(), *m.parent), m.parent_manifest_sha256,
+                              depth + 1));
+    auto image = reader->read_part(memory_part(0));
+    if (!image) return Error{"parent " + dir + ": " + image.error().message};
+    auto info = snapshot::decode_memory_image(*image, memory_part(0), ram_target());
+    if (!info) return Error{"parent " + dir + ": " + info.error().message};
+    return {};
 }
 
 Status Machine::restore_snapshot(const std::string& dir) {
@@ -160,7 +282,6 @@ Status Machine::restore_snapshot(const std::string& dir) {
     if (m.memory_bytes != mem_->ram_size())
         return fail("it has " + std::to_string(m.memory_bytes) + " bytes of RAM, this guest " +
                     std::to_string(mem_->ram_size()));
-    if (m.parent) return fail("an incremental snapshot cannot be restored yet");
     // Every part is read whole and its size and checksum checked (read_part) before
     // anything is restored; each is read once.
     for (const auto& part : m.parts) {
@@ -212,22 +333,24 @@ Status Machine::restore_snapshot(const std::string& dir) {
     }
 
     // Guest RAM: zero-filled again (the ACPI tables build() wrote, whatever the guest had
-    // left there is in the image), then the image's pages.
+    // left there is in the images), then the chain's images, the oldest first.
     for (const auto& r : mem_->regions())
         if (::madvise(r.mapping.data(), r.size, MADV_DONTNEED) != 0)
             return Error::from_errno("restore: madvise(MADV_DONTNEED) on guest RAM");
-    auto info = snapshot::decode_memory_image(
-        *image, memory_part(0), [this](uint64_t gpa, uint64_t bytes) -> Result<uint8_t*> {
-            uint8_t* p = mem_->host_ptr(Gpa(gpa), bytes);
-            if (!p) return Error{"not guest RAM"};
-            return p;
-        });
+    if (m.parent)
+        if (auto st =
+                restore_memory(parent_dir(reader->dir(), *m.parent), m.parent_manifest_sha256, 1);
+            !st)
+            return fail(st.error().message);
+    auto info = snapshot::decode_memory_image(*image, memory_part(0), ram_target());
     if (!info) return fail(info.error().message);
 
     for (uint32_t v = 0; v < topo_.num_vcpus(); ++v)
         if (auto st = vcpus_[v]->restore_state(cpus[v]); !st)
             return fail("vCPU " + std::to_string(v) + ": " + st.error().message);
     restored_ = clocks;
+    // Later snapshots may be incremental from this one.
+    if (auto st = reset_dirty(dir); !st) return fail(st.error().message);
     // scripts/bench/snapshot reads this line.
     KV_INFO("restored %s: %u vCPU(s), %" PRIu64 " pages of RAM in %" PRIu64 " ns", dir.c_str(),
             topo_.num_vcpus(), info->pages, elapsed_ns(t0));

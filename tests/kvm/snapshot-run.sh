@@ -1,14 +1,18 @@
 #!/bin/sh
 # usage: snapshot-run.sh VMM_LAUNCH KVCTL SMP_COUNT_GUEST   (POSIX sh: runs in a lab host too)
 #
-# Checkpoint/restart of a freestanding SMP guest (smp-count-guest.S, 2 vCPUs on one node):
+# Checkpoint/restart of a freestanding SMP guest (smp-count-guest.S, 2 vCPUs on one node),
+# full and incremental:
 # while both vCPUs add to one shared counter, `kvctl snapshot save DIR --stop` writes a
 # snapshot and leaves the guest paused; vmm-launch quits. A new vmm-launch --restore DIR
 # goes on from there: the counter reads what it stood at and moves on, no vCPU starts
 # again (the started count stays 2) and the guest prints nothing again (it did not boot).
-# The power button then stops both vCPUs and the count is exact (the shared counter
-# equals the sum of what each vCPU added, before and after the restore: memory and
-# registers came back together). A restore into another guest (other memory) and a
+# The restored guest is saved again while it runs on (it goes on counting), then
+# incrementally from that (--incremental-from, --stop): fewer pages than the full one; one
+# from the first snapshot, no longer the last, is refused; the guest restored from the
+# chain counts on from the incremental save. The power button
+# then stops both vCPUs and the count is exact (the shared counter equals the sum of what
+# each vCPU added, across both restores: memory and registers came back together). A restore into another guest (other memory) and a
 # snapshot with a damaged part are refused with a message naming what is wrong and a
 # non-zero exit. Prints "snapshot: PASS" and exits 0, or names the step that failed.
 set -u
@@ -56,11 +60,45 @@ first=$(read_u64 0x101000)
 wait_at_least 0x101000 $((saved + 100000)) || fail "the restored counter does not move on from $saved"
 [ "$(read_u64 0x101010)" = 2 ] || fail "the started count is $(read_u64 0x101010) after the restore, not 2 (did it boot again?)"
 [ "$(wc -l <"$dir/console")" = "$lines" ] || fail "the restored guest printed again (it booted): $(tail -n 2 "$dir/console")"
+# A full snapshot of the restored guest while it runs on (no --stop: it goes on
+# counting), then an incremental one from it with --stop: only the pages written since
+# (its counter and the vCPUs' own pages), far fewer than the full one. One from the first
+# snapshot, no longer the last, is refused.
+ctl snapshot save "$dir/live" >"$dir/lsave" 2>&1 || fail "the save of the running guest failed: $(cat "$dir/lsave")"
+grep -qx 'status: running' "$dir/lsave" || fail "the guest does not run on after the save: $(cat "$dir/lsave")"
+c=$(read_u64 0x101000)
+wait_at_least 0x101000 $((c + 100000)) || fail "the guest does not count on after the save"
+full=$(sed -n 's/^pages: //p' "$dir/lsave")
+if ctl snapshot save "$dir/bad" --incremental-from "$snap" >"$dir/refused" 2>&1; then
+  fail "an incremental snapshot from a parent older than the last one was taken"
+fi
+grep -q "is not the last snapshot" "$dir/refused" || fail "the refusal does not say why: $(cat "$dir/refused")"
+ctl snapshot save "$dir/incr" --incremental-from "$dir/live" --stop >"$dir/isave" 2>&1 || fail "the incremental save failed: $(cat "$dir/isave")"
+incr=$(sed -n 's/^pages: //p' "$dir/isave")
+echo "snapshot: incremental: $incr pages written since the parent, the full snapshot had $full"
+[ -n "$incr" ] && [ "$incr" -ge 1 ] && [ "$incr" -lt "$full" ] || fail "the incremental snapshot has $incr pages, the full one $full"
+grep -q '"parent": "../live"' "$dir/incr/manifest.json" || fail "the incremental snapshot does not name its parent ../live"
+isaved=$(read_u64 0x101000)
+ctl quit >/dev/null || fail "quit failed"
+ended 0
+
+# Restored from the chain ($dir/live, then $dir/incr): it goes on from the incremental one.
+launch --restore "$dir/incr"
+i=0
+until ctl status >/dev/null 2>&1; do
+  kill -0 "$pid" 2>/dev/null || fail "vmm-launch --restore of the incremental snapshot ended: $(cat "$dir/out")"
+  i=$((i + 1))
+  [ $i -lt 300 ] || fail "the guest restored from the chain did not answer within 30 s"
+  sleep 0.1
+done
+second=$(read_u64 0x101000)
+[ -n "$second" ] && [ "$second" -ge "$isaved" ] || fail "restored from the chain, the counter reads $second, below $isaved (the incremental save's)"
+wait_at_least 0x101000 $((isaved + 100000)) || fail "the guest restored from the chain does not count on"
 ctl powerdown >/dev/null || fail "powerdown failed"
 wait_at_least 0x101008 2 || fail "not both vCPUs stopped counting after the power button"
 total=$(read_u64 0x101000)
 sum=$(($(read_u64 0x110000) + $(read_u64 0x111000)))
-echo "snapshot: restored at $first, counter $total, the vCPUs' own counts add up to $sum"
+echo "snapshot: restored at $first, then from the chain at $second; counter $total, the vCPUs' own counts add up to $sum"
 [ "$total" = "$sum" ] || fail "the shared counter ($total) is not the sum of the vCPUs' additions ($sum)"
 ctl quit >/dev/null || fail "quit failed"
 ended 0

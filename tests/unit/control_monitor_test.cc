@@ -67,6 +67,12 @@ TEST(Cli, SnapshotSaveIsTwoWordsAndTakesDashDashFlags) {
     ASSERT_TRUE(std::holds_alternative<Request>(r));
     EXPECT_EQ(std::get<Request>(r).cmd, "snapshot-save");
     EXPECT_EQ(std::get<Request>(r).args, (Json{{"dir", "/var/tmp/s1"}, {"stop", true}}));
+    r = parse_command({"snapshot", "save", "/s2", "--incremental-from", "/s1"});
+    ASSERT_TRUE(std::holds_alternative<Request>(r));
+    EXPECT_EQ(std::get<Request>(r).args, (Json{{"dir", "/s2"}, {"incremental-from", "/s1"}}));
+    r = parse_command({"snapshot", "save", "/s2", "--incremental-from"});
+    ASSERT_TRUE(std::holds_alternative<std::string>(r));
+    EXPECT_EQ(std::get<std::string>(r), "--incremental-from needs a snapshot directory");
     r = parse_command({"snapshot-save", "dir=/s", "stop=no"});
     ASSERT_TRUE(std::holds_alternative<Request>(r));
     EXPECT_EQ(std::get<Request>(r).args, (Json{{"dir", "/s"}, {"stop", false}}));

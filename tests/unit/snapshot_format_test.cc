@@ -109,6 +109,7 @@ TEST_F(SnapshotFormat, RoundTrip) {
     ASSERT_TRUE(one.ok()) << one.error().message;
     EXPECT_EQ(*one, bytes("one a"));
     EXPECT_TRUE(r->verify().ok());
+    EXPECT_EQ(r->manifest_sha256().size(), 64u);  // the snapshot's identity
     EXPECT_EQ(entries(), std::vector<std::string>{"snap"});
     // The manifest's text form reads back the same.
     auto again = Manifest::from_json(m.to_json());
@@ -153,6 +154,12 @@ TEST_F(SnapshotFormat, DamagedManifestsAreRefusedNamingTheCheck) {
         {"\"name\": \"vcpu-1\"", "\"name\": \"vcpu-0\"", "part vcpu-0: listed twice"},
         {"\"nodes\": 2", "\"nodes\": 2, \"extra\": 1", "unknown field \"extra\""},
         {"{", "[", "not JSON (a damaged manifest)"},
+        {"\"nodes\": 2", "\"nodes\": 2, \"parent\": \"../base\"",
+         "parent_manifest_sha256: missing or not 64 hex digits (an incremental snapshot names "
+         "its parent's manifest)"},
+        {"\"nodes\": 2",
+         "\"nodes\": 2, \"parent_manifest_sha256\": \"" + std::string(64, 'c') + "\"",
+         "parent_manifest_sha256: given without a parent"},
     };
     for (const auto& c : cases) {
         fs::remove_all(dir_);

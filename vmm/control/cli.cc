@@ -77,10 +77,17 @@ std::variant<Request, std::string> parse_command(const std::vector<std::string>&
     const auto& positional = positional_args(r.cmd);
     size_t next_positional = 0;
     for (size_t i = first; i < words.size(); ++i) {
-        // --NAME is NAME=yes (snapshot save DIR --stop).
+        // --NAME is NAME=yes (snapshot save DIR --stop); --incremental-from takes the
+        // next word as its value.
         if (words[i].size() > 2 && words[i].starts_with("--") &&
             words[i].find('=') == std::string::npos) {
-            r.args[words[i].substr(2)] = true;
+            const std::string name = words[i].substr(2);
+            if (name == "incremental-from") {
+                if (i + 1 >= words.size()) return "--incremental-from needs a snapshot directory";
+                r.args[name] = words[++i];
+            } else {
+                r.args[name] = true;
+            }
             continue;
         }
         size_t eq = words[i].find('=');

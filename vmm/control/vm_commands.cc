@@ -267,12 +267,18 @@ void VmControl::add_commands(CommandTable& t) {
     t.add("snapshot-save",
           "save the whole guest into directory DIR (atomically: a DIR holding a snapshot is "
           "replaced only once the new one is complete); the guest then runs on, or stays "
-          "paused with stop=yes",
-          {{"dir", ArgType::String, true}, {"stop", ArgType::Bool, false}}, [this](const Json& a) {
+          "paused with stop=yes; with incremental-from=PARENT only the pages written since "
+          "PARENT, the last snapshot saved or restored",
+          {{"dir", ArgType::String, true},
+           {"stop", ArgType::Bool, false},
+           {"incremental-from", ArgType::String, false}},
+          [this](const Json& a) {
               const std::string dir = a["dir"].get<std::string>();
               const bool stop = a.contains("stop") && a["stop"].get<bool>();
+              std::optional<std::string> parent;
+              if (a.contains("incremental-from")) parent = a["incremental-from"].get<std::string>();
               Reply r = with_machine([&](Machine& m) -> Reply {
-                  auto s = m.save_snapshot(dir, stop);
+                  auto s = m.save_snapshot(dir, stop, parent);
                   if (!s) return generic_error(s.error().message);
                   return Json{{"dir", s->dir},
                               {"bytes", s->bytes},

@@ -69,10 +69,12 @@ COMMANDS
     xp (memory-read) ADDR [N]
                              N (1..4096, default 8) bytes of guest physical memory
                              at ADDR, as hex, and up to 8 bytes as a number
-    snapshot save DIR [--stop]   (snapshot-save)
+    snapshot save DIR [--stop] [--incremental-from PARENT]   (snapshot-save)
                              save the whole guest into DIR (made atomically; a
                              relative DIR is kvctl's); the guest runs on, or stays
-                             paused with --stop; vmm-launch --restore DIR starts it
+                             paused with --stop; vmm-launch --restore DIR starts it.
+                             With PARENT (the last snapshot saved or restored), only
+                             the pages written since
     migrate (migrate-vcpu) VCPU NODE
                              move vCPU VCPU to node NODE while the guest runs; prints
                              the pause (pause_ns) and the whole time (total_ns)
@@ -127,10 +129,12 @@ int usage(const std::string& why) {
 // made absolute here.
 void absolute_dir(Request& r) {
     if (r.cmd != "snapshot-save") return;
-    auto it = r.args.find("dir");
-    if (it == r.args.end() || !it->is_string()) return;
-    const std::string d = it->get<std::string>();
-    if (!d.empty() && d[0] != '/') *it = (std::filesystem::current_path() / d).string();
+    for (const char* key : {"dir", "incremental-from"}) {
+        auto it = r.args.find(key);
+        if (it == r.args.end() || !it->is_string()) continue;
+        const std::string d = it->get<std::string>();
+        if (!d.empty() && d[0] != '/') *it = (std::filesystem::current_path() / d).string();
+    }
 }
 
 // Runs one request and prints its reply; 0, or 1 for an error reply or a lost server.

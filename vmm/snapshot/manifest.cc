@@ -50,6 +50,7 @@ std::string Manifest::to_json() const {
            {"created", created},
            {"parts", std::move(parts_json)}};
     if (parent) j["parent"] = *parent;
+    if (parent_manifest_sha256) j["parent_manifest_sha256"] = *parent_manifest_sha256;
     return j.dump(2) + "\n";
 }
 
@@ -69,9 +70,9 @@ Result<Manifest> Manifest::from_json(std::string_view text) {
                      std::to_string(kFormatVersion) + " (made by a newer Kerrvisor)"};
     if (version < 1) return Error{"format version 0 is unknown"};
     m.format_version = uint32_t(version);
-    static const std::set<std::string> known = {"magic",   "format_version", "config_digest",
-                                                "nodes",   "vcpus",          "memory_bytes",
-                                                "created", "parent",         "parts"};
+    static const std::set<std::string> known = {
+        "magic",        "format_version", "config_digest", "nodes", "vcpus",
+        "memory_bytes", "created",        "parent",        "parts", "parent_manifest_sha256"};
     for (const auto& [k, _] : j.items())
         if (!known.count(k)) return Error{"unknown field \"" + k + "\""};
     auto uint_field = [&](const char* key, uint64_t lo, uint64_t hi) -> Result<uint64_t> {
@@ -102,6 +103,13 @@ Result<Manifest> Manifest::from_json(std::string_view text) {
         if (!p->is_string() || p->get_ref<const std::string&>().empty())
             return Error{"parent: not a directory name"};
         m.parent = p->get<std::string>();
+        if (!is_hex_digest(j.value("parent_manifest_sha256", Json())))
+            return Error{
+                "parent_manifest_sha256: missing or not 64 hex digits (an incremental "
+                "snapshot names its parent's manifest)"};
+        m.parent_manifest_sha256 = j["parent_manifest_sha256"].get<std::string>();
+    } else if (j.contains("parent_manifest_sha256")) {
+        return Error{"parent_manifest_sha256: given without a parent"};
     }
     auto parts = j.find("parts");
     if (parts == j.end() || !parts->is_array()) return Error{"parts: missing or not a list"};

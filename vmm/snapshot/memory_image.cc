@@ -32,14 +32,15 @@ struct Run {
 
 }  // namespace
 
-std::vector<uint8_t> encode_memory_image(std::span<const RamSpan> ranges, MemoryImageInfo* info) {
+std::vector<uint8_t> encode_memory_image(std::span<const RamSpan> ranges, MemoryImageInfo* info,
+                                         bool keep_zero_pages) {
     std::vector<Run> runs;
     MemoryImageInfo in;
     for (const RamSpan& r : ranges) {
         const uint64_t pages = r.bytes.size() / kImagePageSize;
         for (uint64_t i = 0; i < pages; ++i) {
             const uint8_t* p = r.bytes.data() + i * kImagePageSize;
-            if (zero_page(p)) {
+            if (!keep_zero_pages && zero_page(p)) {
                 ++in.zero_pages;
                 continue;
             }

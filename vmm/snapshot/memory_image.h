@@ -35,9 +35,12 @@ struct MemoryImageInfo {
     uint64_t zero_pages = 0;  // left out
 };
 
-// The image of `ranges` (ascending, not overlapping), leaving out zero pages.
+// The image of `ranges` (ascending, not overlapping), leaving out zero pages unless
+// `keep_zero_pages` (an incremental snapshot: a page written to zero since the parent
+// must overwrite the parent's).
 std::vector<uint8_t> encode_memory_image(std::span<const RamSpan> ranges,
-                                         MemoryImageInfo* info = nullptr);
+                                         MemoryImageInfo* info = nullptr,
+                                         bool keep_zero_pages = false);
 
 // Where a restored run goes: the host address of `bytes` bytes of guest RAM at `gpa`, or an
 // error naming why it cannot be (not guest RAM, another node's).

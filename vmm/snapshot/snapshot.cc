@@ -186,7 +186,9 @@ Result<Reader> Reader::open(const std::string& dir_in) {
                          std::to_string(p.bytes) +
                          (uint64_t(ps.st_size) < p.bytes ? " (truncated)" : "")};
     }
-    return Reader(dir, std::move(m).value());
+    auto sha = sha256(*text);
+    if (!sha) return Error{"snapshot " + dir + ": " + sha.error().message};
+    return Reader(dir, std::move(m).value(), to_hex(*sha));
 }
 
 Result<std::vector<uint8_t>> Reader::read_part(const std::string& name) const {

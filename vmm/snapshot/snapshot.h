@@ -44,7 +44,9 @@ struct Manifest {
     uint64_t memory_bytes = 0;          // guest RAM
     std::string created;                // UTC, ISO 8601
     std::optional<std::string> parent;  // an incremental snapshot's parent directory
-    std::vector<PartInfo> parts;        // in the order written
+    // With parent: the SHA-256 of the parent's manifest.json, which binds the chain.
+    std::optional<std::string> parent_manifest_sha256;
+    std::vector<PartInfo> parts;  // in the order written
 
     const PartInfo* part(const std::string& name) const;
     std::string to_json() const;
@@ -81,15 +83,21 @@ class Reader {
     // Reads and checks the manifest; that every part is there with its size.
     static Result<Reader> open(const std::string& dir);
     const Manifest& manifest() const { return m_; }
+    // The SHA-256 of manifest.json as read (lower-case hex): the snapshot's identity, which
+    // an incremental child names.
+    const std::string& manifest_sha256() const { return manifest_sha_; }
+    const std::string& dir() const { return dir_; }
     // A part's bytes, checked against the manifest's size and SHA-256.
     Result<std::vector<uint8_t>> read_part(const std::string& name) const;
     // Every part read and checked.
     Status verify() const;
 
   private:
-    Reader(std::string dir, Manifest m) : dir_(std::move(dir)), m_(std::move(m)) {}
+    Reader(std::string dir, Manifest m, std::string sha)
+        : dir_(std::move(dir)), m_(std::move(m)), manifest_sha_(std::move(sha)) {}
     std::string dir_;
     Manifest m_;
+    std::string manifest_sha_;
 };
 
 }  // namespace kv::snapshot
