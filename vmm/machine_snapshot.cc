@@ -66,7 +66,15 @@ Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, boo
     SnapshotSave out;
     out.dir = dir;
     Status written = write_snapshot(dir, parent, out);
-    if (written) written = reset_dirty(dir);
+    if (written)
+        if (auto st = reset_dirty(dir); !st) {
+            // The snapshot stands; only snapshots incremental from it cannot be taken.
+            dirty_base_.reset();
+            KV_WARN(
+                "snapshot-save: %s: the guest's writes since it cannot be logged (%s): no "
+                "snapshot can be incremental from it",
+                dir.c_str(), st.error().message.c_str());
+        }
     out.pause_ns = was_paused ? 0 : elapsed_ns(paused_at);
     // The guest runs on whether or not the save worked, unless it was paused before or
     // the user asked it to stay so.
@@ -350,7 +358,13 @@ Status Machine::restore_snapshot(const std::string& dir) {
             return fail("vCPU " + std::to_string(v) + ": " + st.error().message);
     restored_ = clocks;
     // Later snapshots may be incremental from this one.
-    if (auto st = reset_dirty(dir); !st) return fail(st.error().message);
+    if (auto st = reset_dirty(dir); !st) {
+        dirty_base_.reset();
+        KV_WARN(
+            "restore: %s: the guest's writes cannot be logged (%s): no snapshot can be "
+            "incremental from it",
+            dir.c_str(), st.error().message.c_str());
+    }
     // scripts/bench/snapshot reads this line.
     KV_INFO("restored %s: %u vCPU(s), %" PRIu64 " pages of RAM in %" PRIu64 " ns", dir.c_str(),
             topo_.num_vcpus(), info->pages, elapsed_ns(t0));
