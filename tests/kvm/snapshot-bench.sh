@@ -47,13 +47,7 @@ dd if="$snap/memory-node-0" of=/dev/null bs=1M 2>/dev/null || fail "dd (read flo
 read_ns=$(($(now_ns) - t0))
 
 launch --restore "$snap"
-i=0
-until ctl status >/dev/null 2>&1; do
-  kill -0 "$pid" 2>/dev/null || fail "vmm-launch --restore ended"
-  i=$((i + 1))
-  [ $i -lt 300 ] || fail "the restored guest's control socket did not answer within 30 s"
-  sleep 0.1
-done
+wait_control "the restored guest"
 restore_ns=$(sed -n 's/.*restored .* pages of RAM in \([0-9]*\) ns.*/\1/p' "$dir/out")
 [ -n "$restore_ns" ] || fail "vmm-launch logged no restore time"
 c=$(read_u64 0x101000)

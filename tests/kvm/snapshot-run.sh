@@ -47,14 +47,7 @@ ended 0
 lines=$(wc -l <"$dir/console")
 
 launch --restore "$snap"
-# The restored guest prints nothing: ready once the control socket answers for it.
-i=0
-until ctl status >/dev/null 2>&1; do
-  kill -0 "$pid" 2>/dev/null || fail "vmm-launch --restore ended: $(cat "$dir/out")"
-  i=$((i + 1))
-  [ $i -lt 300 ] || fail "the restored guest's control socket did not answer within 30 s"
-  sleep 0.1
-done
+wait_control "the restored guest" # it prints nothing
 first=$(read_u64 0x101000)
 [ -n "$first" ] && [ "$first" -ge "$saved" ] || fail "the restored counter reads $first, below the saved $saved"
 wait_at_least 0x101000 $((saved + 100000)) || fail "the restored counter does not move on from $saved"
@@ -84,13 +77,7 @@ ended 0
 
 # Restored from the chain ($dir/live, then $dir/incr): it goes on from the incremental one.
 launch --restore "$dir/incr"
-i=0
-until ctl status >/dev/null 2>&1; do
-  kill -0 "$pid" 2>/dev/null || fail "vmm-launch --restore of the incremental snapshot ended: $(cat "$dir/out")"
-  i=$((i + 1))
-  [ $i -lt 300 ] || fail "the guest restored from the chain did not answer within 30 s"
-  sleep 0.1
-done
+wait_control "the guest restored from the chain"
 second=$(read_u64 0x101000)
 [ -n "$second" ] && [ "$second" -ge "$isaved" ] || fail "restored from the chain, the counter reads $second, below $isaved (the incremental save's)"
 wait_at_least 0x101000 $((isaved + 100000)) || fail "the guest restored from the chain does not count on"

@@ -2,7 +2,7 @@
 # migrate-run.sh, migrate-bench.sh, pt-run.sh), here or in a lab host, after setting `name`
 # (how failures are prefixed), `kvctl` and `image`. Gives: $dir (removed at exit, with the
 # vmm-launch in $pid killed if it still runs), $sock, fail, ctl, read_u64, wait_at_least,
-# wait_console and cluster_conf.
+# wait_console, wait_control and cluster_conf.
 case $image in /*) ;; *) image=$PWD/$image ;; esac # a config file names it
 dir=$(mktemp -d "/tmp/kv-$(echo "$name" | tr / -).XXXXXX")
 sock=$dir/kv.sock
@@ -45,6 +45,18 @@ wait_console() {
     kill -0 "$pid" 2>/dev/null || fail "vmm-launch ended before a line '$1' was on the console ($dir/console)"
     i=$((i + 1))
     [ $i -lt $((${2:-30} * 10)) ] || fail "no line '$1' on the console ($dir/console) within ${2:-30} s"
+    sleep 0.1
+  done
+}
+# wait_control [WHAT]: polls, 0.1 s apart, until the control socket $sock answers for a
+# guest (`status` succeeds: the machine is built and attached); fails, naming WHAT (the
+# guest, unless given), if vmm-launch ends first or within 30 s it does not answer.
+wait_control() {
+  i=0
+  until ctl status >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || fail "vmm-launch ended before ${1:-the guest} answered on $sock: $(cat "$dir/out")"
+    i=$((i + 1))
+    [ $i -lt 300 ] || fail "${1:-the guest} did not answer on $sock within 30 s"
     sleep 0.1
   done
 }

@@ -21,10 +21,10 @@ class FakeTarget : public InterruptTarget {
 constexpr uint64_t kRegSel = 0x00, kWin = 0x10;
 constexpr uint32_t kMask = 1u << 16, kLevel = 1u << 15, kRemoteIrr = 1u << 14, kLogical = 1u << 11;
 
-class IoapicTest : public ::testing::Test {
-  protected:
+// An IOAPIC with ID `id` on a router of two fake vCPUs, and register access to it.
+struct IoapicRig {
     static constexpr uint32_t kN = 2;
-    IoapicTest() : router(kN), ioapic(1, router) {
+    explicit IoapicRig(uint8_t id) : router(kN), ioapic(id, router) {
         for (uint32_t i = 0; i < kN; ++i) router.attach_local(i, &t[i]);
     }
     void w32(uint64_t off, uint32_t v) {
@@ -53,6 +53,11 @@ class IoapicTest : public ::testing::Test {
     IpiRouter router;
     Ioapic ioapic;
     FakeTarget t[kN];
+};
+
+class IoapicTest : public ::testing::Test, protected IoapicRig {
+  protected:
+    IoapicTest() : IoapicRig(1) {}
 };
 
 TEST_F(IoapicTest, IdAndVersionRegisters) {
@@ -215,32 +220,10 @@ TEST_F(IoapicTest, PinsOutOfRangeAreIgnored) {
     EXPECT_EQ(reg(0x10 + 2 * Ioapic::kPins), 0u);
 }
 
-// Snapshots: an IOAPIC restored from a saved state, on a router of its own.
-struct SecondIoapic {
-    IpiRouter router{2};
-    Ioapic ioapic{9, router};  // another ID: the restore brings the saved one
-    FakeTarget t[2];
-    SecondIoapic() {
-        for (uint32_t i = 0; i < 2; ++i) router.attach_local(i, &t[i]);
-    }
-    void w32(uint64_t off, uint32_t v) {
-        uint8_t b[4] = {uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24)};
-        ioapic.write(off, std::span<const uint8_t>(b, 4));
-    }
-    uint32_t r32(uint64_t off) {
-        uint8_t b[4] = {};
-        ioapic.read(off, std::span<uint8_t>(b, 4));
-        return uint32_t(b[0]) | uint32_t(b[1]) << 8 | uint32_t(b[2]) << 16 | uint32_t(b[3]) << 24;
-    }
-    uint32_t reg(uint32_t r) {
-        w32(kRegSel, r);
-        return r32(kWin);
-    }
-    void set_reg(uint32_t r, uint32_t v) {
-        w32(kRegSel, r);
-        w32(kWin, v);
-    }
-    size_t total() const { return t[0].got.size() + t[1].got.size(); }
+// Snapshots: an IOAPIC restored from a saved state, on a router of its own, built with
+// another ID (the restore brings the saved one).
+struct SecondIoapic : IoapicRig {
+    SecondIoapic() : IoapicRig(9) {}
 };
 
 TEST_F(IoapicTest, RestoreKeepsEntriesRemoteIrrAndPinLevels) {
