@@ -132,7 +132,8 @@ class Machine : public IoHandler, public IrqChip {
     Status read_guest_memory(uint64_t gpa, std::span<uint8_t> out) const;
     // A snapshot of the whole guest into `dir` (docs/snapshots.md): the guest paused (if it
     // runs), every vCPU's state, every device's, the guest clocks and the non-zero pages of
-    // guest RAM written atomically, then the guest runs on, or stays paused with `stop`.
+    // guest RAM written atomically, then the guest runs on, or stays paused with `stop`
+    // (only if the save worked: a failed one leaves the guest as it was).
     // Progress goes out as SNAPSHOT_PROGRESS events. On the I/O node, from the control
     // thread. A guest over several nodes is refused (Refused): not built yet.
     struct SnapshotSave {

@@ -76,9 +76,9 @@ Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, boo
                 dir.c_str(), st.error().message.c_str());
         }
     out.pause_ns = was_paused ? 0 : elapsed_ns(paused_at);
-    // The guest runs on whether or not the save worked, unless it was paused before or
-    // the user asked it to stay so.
-    out.paused = was_paused || stop;
+    // The guest runs on unless it was paused before, or the save worked and the user asked
+    // it to stay paused (a failed save with --stop leaves it as it was).
+    out.paused = was_paused || (stop && written);
     if (!out.paused)
         if (auto st = resume(); !st)
             KV_WARN("snapshot-save: resume: %s", st.error().message.c_str());

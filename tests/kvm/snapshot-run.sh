@@ -14,7 +14,8 @@
 # then stops both vCPUs and the count is exact (the shared counter equals the sum of what
 # each vCPU added, across both restores: memory and registers came back together). A restore into another guest (other memory) and a
 # snapshot with a damaged part are refused with a message naming what is wrong and a
-# non-zero exit. Prints "snapshot: PASS" and exits 0, or names the step that failed.
+# non-zero exit; so is a save into a missing directory, which leaves the guest running.
+# Prints "snapshot: PASS" and exits 0, or names the step that failed.
 set -u
 vmm=$1 kvctl=$2 image=$3 name=snapshot
 . "$(dirname "$0")/vmm-test-lib.sh"
@@ -36,6 +37,10 @@ launch
 wait_console 'smp-count-guest: counting'
 wait_at_least 0x101010 2 || fail "not both vCPUs started counting"
 wait_at_least 0x101000 100000 || fail "the counter did not reach 100000"
+# A save that cannot be written fails, naming the directory, and leaves the guest running.
+if ctl snapshot save "$dir/no/such/dir/snap" --stop >"$dir/failed" 2>&1; then fail "a save into a missing directory worked"; fi
+grep -q "$dir/no/such/dir" "$dir/failed" || fail "the failed save does not name the directory: $(cat "$dir/failed")"
+ctl status | grep -qx 'status: running' || fail "a failed save with --stop left the guest paused"
 ctl snapshot save "$snap" --stop >"$dir/save" 2>&1 || fail "snapshot save failed: $(cat "$dir/save")"
 grep -qx 'status: paused' "$dir/save" || fail "the guest is not left paused: $(cat "$dir/save")"
 ctl status | grep -qx 'status: paused' || fail "status is not paused after snapshot save --stop"

@@ -277,8 +277,11 @@ void VmControl::add_commands(CommandTable& t) {
               const bool stop = a.contains("stop") && a["stop"].get<bool>();
               std::optional<std::string> parent;
               if (a.contains("incremental-from")) parent = a["incremental-from"].get<std::string>();
+              bool stopped = false;  // it ran before and stays paused now
               Reply r = with_machine([&](Machine& m) -> Reply {
+                  const bool was_paused = m.paused();
                   auto s = m.save_snapshot(dir, stop, parent);
+                  stopped = s && s->paused && !was_paused;
                   if (!s) return generic_error(s.error().message);
                   return Json{{"dir", s->dir},
                               {"bytes", s->bytes},
@@ -288,9 +291,8 @@ void VmControl::add_commands(CommandTable& t) {
                               {"total_ns", s->total_ns},
                               {"status", s->paused ? "paused" : "running"}};
               });
-              // The guest stopped (or was stopped already): as after `stop`.
-              if (auto* j = std::get_if<Json>(&r); j && j->value("status", "") == "paused" && stop)
-                  emit("STOP");
+              // The guest stopped: as after `stop`.
+              if (stopped) emit("STOP");
               return r;
           });
     t.add("quit", "end vmm-launch (exit status 0)", {}, [this](const Json&) {
