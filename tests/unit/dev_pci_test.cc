@@ -107,9 +107,9 @@ TEST_F(PciTest, AttachedFunctionsAreReachable) {
     EXPECT_EQ(cfg(0, 3, 0, 0x10), 0xFFFFF000u);  // BAR size from the write mask
 }
 
-// A function whose state is its header, saved with PciConfigSpace's helpers as a real one
-// (virtio-pci) would.
-class SnapshotFunction : public PciDevice {
+// A function whose state is its header (HeaderPciFunction), as a real one (virtio-pci)
+// would have: a BAR, the command register, the interrupt line.
+class SnapshotFunction : public HeaderPciFunction {
   public:
     explicit SnapshotFunction(uint16_t device_id = 0x1042) {
         cfg_.set16(PciConfigSpace::kVendorId, 0x1AF4);
@@ -119,31 +119,6 @@ class SnapshotFunction : public PciDevice {
         cfg_.set_writable(0x12, 2);
         cfg_.set_writable(PciConfigSpace::kInterruptLine, 1);
     }
-    void config_read(uint32_t off, std::span<uint8_t> d) override {
-        std::lock_guard lk(mu_);
-        cfg_.read(off, d);
-    }
-    void config_write(uint32_t off, std::span<const uint8_t> d) override {
-        std::lock_guard lk(mu_);
-        cfg_.write(off, d);
-    }
-    void save_state(StateSaver& out) override {
-        std::lock_guard lk(mu_);
-        cfg_.visit_state(out);
-    }
-    Status restore_state(StateLoader& in) override {
-        std::lock_guard lk(mu_);
-        PciConfigSpace loaded = cfg_;
-        loaded.visit_state(in);
-        if (auto st = in.finish(); !st) return st;
-        if (auto st = loaded.same_identity(cfg_, in.where()); !st) return st;
-        cfg_ = loaded;
-        return {};
-    }
-
-  private:
-    std::mutex mu_;
-    PciConfigSpace cfg_;
 };
 
 // Config accesses to any host, for the restored ones.

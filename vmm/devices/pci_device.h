@@ -4,11 +4,13 @@
 
 #include <array>
 #include <cstdint>
+#include <mutex>
 #include <span>
 #include <string>
 #include <utility>
 
 #include "base/result.h"
+#include "vmm/devices/device_state.h"
 
 namespace kv {
 
@@ -101,6 +103,39 @@ class PciConfigSpace {
   private:
     std::array<uint8_t, kSize> bytes_;
     std::array<uint8_t, kSize> wmask_;
+};
+
+// A function whose whole state is its configuration header (the host bridge; later
+// virtio-pci's header half): config accesses under its own lock, and snapshots of the
+// header whose identity bytes must match the function restored into. A subclass fills
+// cfg_ (IDs, write masks) in its constructor.
+class HeaderPciFunction : public PciDevice {
+  public:
+    void config_read(uint32_t offset, std::span<uint8_t> data) override {
+        std::lock_guard lk(mu_);
+        cfg_.read(offset, data);
+    }
+    void config_write(uint32_t offset, std::span<const uint8_t> data) override {
+        std::lock_guard lk(mu_);
+        cfg_.write(offset, data);
+    }
+    void save_state(StateSaver& out) override {
+        std::lock_guard lk(mu_);
+        cfg_.visit_state(out);
+    }
+    Status restore_state(StateLoader& in) override {
+        std::lock_guard lk(mu_);
+        PciConfigSpace loaded = cfg_;
+        loaded.visit_state(in);
+        if (auto st = in.finish(); !st) return st;
+        if (auto st = loaded.same_identity(cfg_, in.where()); !st) return st;
+        cfg_ = loaded;
+        return {};
+    }
+
+  protected:
+    std::mutex mu_;
+    PciConfigSpace cfg_;  // under mu_ once the function is on a host
 };
 
 }  // namespace kv

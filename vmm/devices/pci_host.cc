@@ -16,8 +16,9 @@ constexpr uint8_t kRstCntStored = 0x0A;  // SYS_RST (bit 1) and FULL_RST (bit 3)
 constexpr uint64_t kDataOffset = 4;
 }  // namespace
 
-// 00:00.0: the bridge itself. Read-only apart from the interrupt-line scratch register.
-class PciHostBridgeFunction : public PciDevice {
+// 00:00.0: the bridge itself. Read-only apart from the interrupt-line scratch register,
+// so its header is all its state.
+class PciHostBridgeFunction : public HeaderPciFunction {
   public:
     PciHostBridgeFunction(uint16_t vendor, uint16_t device) {
         cfg_.set16(PciConfigSpace::kVendorId, vendor);
@@ -27,33 +28,6 @@ class PciHostBridgeFunction : public PciDevice {
         cfg_.set8(PciConfigSpace::kHeaderType, 0x00);     // type 0, single function
         cfg_.set_writable(PciConfigSpace::kInterruptLine, 1);
     }
-    void config_read(uint32_t offset, std::span<uint8_t> data) override {
-        std::lock_guard lk(mu_);
-        cfg_.read(offset, data);
-    }
-    void config_write(uint32_t offset, std::span<const uint8_t> data) override {
-        std::lock_guard lk(mu_);
-        cfg_.write(offset, data);
-    }
-    // Only the interrupt line can have changed, but the whole header is what a function
-    // saves.
-    void save_state(StateSaver& out) override {
-        std::lock_guard lk(mu_);
-        cfg_.visit_state(out);
-    }
-    Status restore_state(StateLoader& in) override {
-        std::lock_guard lk(mu_);
-        PciConfigSpace loaded = cfg_;
-        loaded.visit_state(in);
-        if (auto st = in.finish(); !st) return st;
-        if (auto st = loaded.same_identity(cfg_, in.where()); !st) return st;
-        cfg_ = loaded;
-        return {};
-    }
-
-  private:
-    std::mutex mu_;
-    PciConfigSpace cfg_;
 };
 
 PciHost::PciHost(std::function<void()> on_reset, uint16_t vendor_id, uint16_t device_id)
