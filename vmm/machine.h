@@ -188,6 +188,10 @@ class Machine : public IoHandler, public IrqChip {
     // dirty_ holds, per region, the pages written since the snapshot dirty_base_ (the
     // SHA-256 of its manifest) that KVM has handed over so far.
     std::function<Result<uint8_t*>(uint64_t, uint64_t)> ram_target();
+    // config::guest_digest(cfg_) in hex, computed once (it hashes the kernel and initrd):
+    // what a snapshot's manifest names and a restore checks, at every link of a chain.
+    Result<std::string> guest_digest();
+    std::optional<std::string> guest_digest_;
     Status collect_dirty();
     Status reset_dirty(const std::string& base_dir);
     bool dirty_logging_ = false;

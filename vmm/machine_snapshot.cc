@@ -57,6 +57,8 @@ Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, boo
             "pages are not gathered: issue 13); single-node guests only",
             ErrorCode::Refused};
     if (dir.empty()) return Error{"snapshot-save: empty directory name"};
+    // Before the pause: the first call hashes the kernel and initrd.
+    if (auto d = guest_digest(); !d) return Error{"snapshot-save: " + d.error().message};
     const auto t0 = std::chrono::steady_clock::now();
     const bool was_paused = paused();
     if (!was_paused)
@@ -98,7 +100,7 @@ Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, boo
 Status Machine::write_snapshot(const std::string& dir, const std::optional<std::string>& parent,
                                SnapshotSave& out) {
     namespace fs = std::filesystem;
-    auto digest = config::guest_digest(cfg_);
+    auto digest = guest_digest();
     if (!digest) return digest.error();
     std::optional<std::string> parent_sha, parent_rel;
     if (parent) {
@@ -192,7 +194,7 @@ Status Machine::write_snapshot(const std::string& dir, const std::optional<std::
 
     progress("commit");
     snapshot::Manifest m;
-    m.config_digest = to_hex(*digest);
+    m.config_digest = *digest;
     m.nodes = topo_.num_nodes;
     m.vcpus = topo_.num_vcpus();
     m.memory_bytes = mem_->ram_size();
@@ -236,6 +238,15 @@ Status Machine::reset_dirty(const std::string& base_dir) {
     return {};
 }
 
+Result<std::string> Machine::guest_digest() {
+    if (!guest_digest_) {
+        auto d = config::guest_digest(cfg_);
+        if (!d) return d.error();
+        guest_digest_ = to_hex(*d);
+    }
+    return *guest_digest_;
+}
+
 snapshot::RamTarget Machine::ram_target() {
     return [this](uint64_t gpa, uint64_t bytes) -> Result<uint8_t*> {
         uint8_t* p = mem_->host_ptr(Gpa(gpa), bytes);
@@ -257,9 +268,9 @@ Status Machine::restore_memory(const std::string& dir, const std::optional<std::
         return Error{"parent " + dir +
                      ": not the snapshot its child was taken from (its "
                      "manifest's SHA-256 differs)"};
-    auto digest = config::guest_digest(cfg_);
+    auto digest = guest_digest();
     if (!digest) return digest.error();
-    if (m.config_digest != to_hex(*digest) || m.memory_bytes != mem_->ram_size())
+    if (m.config_digest != *digest || m.memory_bytes != mem_->ram_size())
         return Error{"parent " + dir + ": taken of another guest"};
     if (m.parent)
         KV_TRY(restore_memory(parent_dir(reader->dir(), *m.parent), m.parent_manifest_sha256,
@@ -278,9 +289,9 @@ Status Machine::restore_snapshot(const std::string& dir) {
     auto reader = snapshot::Reader::open(dir);
     if (!reader) return fail(reader.error().message);
     const snapshot::Manifest& m = reader->manifest();
-    auto digest = config::guest_digest(cfg_);
+    auto digest = guest_digest();
     if (!digest) return digest.error();
-    if (m.config_digest != to_hex(*digest))
+    if (m.config_digest != *digest)
         return fail(
             "it was taken of another guest (its config digest differs: kernel, initrd, cmdline, "
             "time-dilation, vCPUs or memory)");
