@@ -16,7 +16,12 @@
 //   - the kernel log (klogctl) must have no clock trouble: "Marking TSC unstable",
 //     "clocksource ... as unstable" (the watchdog), "TSC warp", "TSC synchronization"
 //     (the boot-time sync check), "timekeeping watchdog" (--no-kernel-log: not read;
-//     an unreadable log is reported and not checked);
+//     an unreadable log is reported and not checked). The watchdog's "... retried N
+//     times before success" is printed but is not trouble: it says one read of the
+//     watchdog clocksource (the HPET, an exit to the VMM and, from a vCPU on another
+//     node, a forwarded request) took long and the next read was on time; the clocks
+//     were then compared and agreed. A watchdog that keeps failing its reads marks the
+//     clocksource unstable, which is trouble;
 //   - the whole ring must finish within -t seconds (default 300): a stalled handoff is a
 //     FAIL naming the CPU that never took the token.
 // --skew-test NS makes the last CPU's readings lag by NS (a self-test of the detection:
@@ -135,22 +140,50 @@ static int read_line(const char *path, char *buf, size_t size) {
 }
 
 // Clock trouble in the kernel log: prints each matching line; returns their count, or
-// -1 when the log cannot be read.
-static int kernel_log_trouble(void) {
-  static const char *const bad[] = {"Marking TSC unstable", "as unstable", "TSC warp",
-                                    "TSC synchronization", "timekeeping watchdog"};
+// -1 when the log cannot be read. Lines that name only a slow watchdog read are printed
+// as such and not counted. FILE (--kernel-log-file) stands in for the kernel's log.
+static char *read_kernel_log(const char *file) {
+  if (file) {
+    FILE *f = fopen(file, "r");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *log = malloc(cap + 1);
+    while (log && (len += fread(log + len, 1, cap - len, f)) == cap) {
+      char *more = realloc(log, 2 * cap + 1);
+      if (!more) free(log);
+      log = more;
+      cap *= 2;
+    }
+    fclose(f);
+    if (log) log[len] = 0;
+    return log;
+  }
   int size = klogctl(10, NULL, 0);  // SYSLOG_ACTION_SIZE_BUFFER
-  if (size <= 0) return -1;
+  if (size <= 0) return NULL;
   char *log = malloc((size_t)size + 1);
-  if (!log) return -1;
+  if (!log) return NULL;
   int len = klogctl(3, log, size);  // SYSLOG_ACTION_READ_ALL
   if (len < 0) {
     free(log);
-    return -1;
+    return NULL;
   }
   log[len] = 0;
+  return log;
+}
+
+static int kernel_log_trouble(const char *file) {
+  static const char *const bad[] = {"Marking TSC unstable", "as unstable", "TSC warp",
+                                    "TSC synchronization", "timekeeping watchdog"};
+  static const char *const slow_read = "before success";
+  char *log = read_kernel_log(file);
+  if (!log) return -1;
   int found = 0;
   for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
+    if (strcasestr(line, "timekeeping watchdog") && strcasestr(line, slow_read) &&
+        !strcasestr(line, "unstable")) {
+      printf("clock-check: kernel log (a slow watchdog read, not a clock fault): %s\n", line);
+      continue;
+    }
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
       if (strcasestr(line, bad[i])) {
         printf("clock-check: kernel log: %s\n", line);
@@ -170,6 +203,7 @@ static void usage(FILE *out) {
           "  -t                 bound on the whole check in seconds (default 300)\n"
           "  --any-clocksource  do not require the tsc clocksource (only report it)\n"
           "  --no-kernel-log    do not scan the kernel log for clock trouble\n"
+          "  --kernel-log-file FILE  scan FILE instead of the kernel log (a self-test)\n"
           "  --skew-test NS     self-test: the last CPU's readings lag by NS (ns and TSC\n"
           "                     cycles); the check must then FAIL\n");
 }
@@ -177,6 +211,7 @@ static void usage(FILE *out) {
 int main(int argc, char **argv) {
   unsigned long rounds = 2000, limit_s = 300;
   int any_clocksource = 0, kernel_log = 1;
+  const char *kernel_log_file = NULL;
   for (int i = 1; i < argc; i++) {
     const char *o = argv[i];
     if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
@@ -186,6 +221,12 @@ int main(int argc, char **argv) {
       any_clocksource = 1;
     } else if (!strcmp(o, "--no-kernel-log")) {
       kernel_log = 0;
+    } else if (!strcmp(o, "--kernel-log-file")) {
+      if (i + 1 == argc) {
+        fprintf(stderr, "clock-check: error: --kernel-log-file wants a file\n");
+        return 2;
+      }
+      kernel_log_file = argv[++i];
     } else if (!strcmp(o, "--skew-test")) {
       unsigned long v;
       if (i + 1 == argc || parse_ulong(argv[i + 1], &v) || v == 0 || v > 1000000000000UL) {
@@ -307,7 +348,7 @@ int main(int argc, char **argv) {
   pass &= cs_ok || any_clocksource;
 
   if (kernel_log) {
-    int trouble = kernel_log_trouble();
+    int trouble = kernel_log_trouble(kernel_log_file);
     if (trouble < 0)
       printf("clock-check: kernel log not readable (%s): not checked\n", strerror(errno));
     else
