@@ -33,8 +33,8 @@ until grep -q '^count-guest: counting at 0x101000' "$dir/out"; do
   [ $i -lt 300 ] || fail "no 'count-guest: counting' line within 30 s"
   sleep 0.1
 done
-ctl events --count 6 >"$dir/events" 2>&1 &
-events=$!
+# The events client, subscribed before the first stop (6 events: 3 STOP, 3 RESUME).
+listen_events --count 6 --timeout 60
 moves_past 0 || fail "the counter never moved"
 round=1
 while [ $round -le 3 ]; do
@@ -51,7 +51,7 @@ while [ $round -le 3 ]; do
   echo "control: round $round: paused at $b, running again"
   round=$((round + 1))
 done
-wait "$events" || fail "the events client failed: $(cat "$dir/events")"
+wait "$events" || fail "the events client failed: $(cat "$dir/events.err") (it printed: $(cat "$dir/events"))"
 [ "$(grep -c '"event":"STOP"' "$dir/events")" = 3 ] || fail "not 3 STOP events: $(cat "$dir/events")"
 [ "$(grep -c '"event":"RESUME"' "$dir/events")" = 3 ] || fail "not 3 RESUME events: $(cat "$dir/events")"
 ctl quit || fail "quit failed"

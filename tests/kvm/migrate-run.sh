@@ -24,17 +24,8 @@ wait_console 'smp-count-guest: counting'
 wait_at_least 0x101010 5 || fail "not every vCPU started counting"
 [ "$(vcpu1_on)" = 1 ] || fail "vCPU 1 is not on node 1 at the start"
 
-# A client listening for events; it is attached once it has seen one of ours (a stop and
-# a cont, again until its RESUME shows, each round a bounded poll).
-ctl events >"$dir/events" 2>&1 &
-events=$!
-i=0
-until grep -q '"event":"RESUME"' "$dir/events"; do
-  ctl stop >/dev/null && ctl cont >/dev/null || fail "stop/cont failed"
-  i=$((i + 1))
-  [ $i -lt 50 ] || fail "the events client saw no RESUME in 50 rounds"
-  sleep 0.1
-done
+# A client listening for events, subscribed before the first move.
+listen_events
 before=$(read_u64 0x101000)
 # One kvctl for the 100 moves (its console reading a script): vCPU 1 round the nodes,
 # 1 -> 0 -> 2 -> 3 -> 1, so that the I/O node is the target, the source, and neither

@@ -2,7 +2,7 @@
 # migrate-run.sh, migrate-bench.sh, pt-run.sh), here or in a lab host, after setting `name`
 # (how failures are prefixed), `kvctl` and `image`. Gives: $dir (removed at exit, with the
 # vmm-launch in $pid killed if it still runs), $sock, fail, ctl, read_u64, wait_at_least,
-# wait_console, wait_control and cluster_conf.
+# wait_console, wait_control, listen_events and cluster_conf.
 case $image in /*) ;; *) image=$PWD/$image ;; esac # a config file names it
 dir=$(mktemp -d "/tmp/kv-$(echo "$name" | tr / -).XXXXXX")
 sock=$dir/kv.sock
@@ -57,6 +57,20 @@ wait_control() {
     kill -0 "$pid" 2>/dev/null || fail "vmm-launch ended before ${1:-the guest} answered on $sock: $(cat "$dir/out")"
     i=$((i + 1))
     [ $i -lt 300 ] || fail "${1:-the guest} did not answer on $sock within 30 s"
+    sleep 0.1
+  done
+}
+# listen_events [OPTION...]: starts `kvctl events OPTION...` in the background (its pid in
+# $events, its lines in $dir/events, its stderr in $dir/events.err) and polls, 0.1 s
+# apart, until it says it is subscribed; fails if it ends first or within 30 s it is not.
+listen_events() {
+  ctl events "$@" >"$dir/events" 2>"$dir/events.err" &
+  events=$!
+  i=0
+  until grep -q '^kvctl: listening for events' "$dir/events.err"; do
+    kill -0 "$events" 2>/dev/null || fail "kvctl events ended before it listened: $(cat "$dir/events.err")"
+    i=$((i + 1))
+    [ $i -lt 300 ] || fail "kvctl events was not listening within 30 s"
     sleep 0.1
   done
 }

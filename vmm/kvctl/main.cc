@@ -33,7 +33,7 @@ constexpr const char* kHelp = R"(NAME
 SYNOPSIS
     kvctl [--socket PATH] [--json] COMMAND [KEY=VALUE ...]
     kvctl [--socket PATH] [--json]
-    kvctl [--socket PATH] events [--count N]
+    kvctl [--socket PATH] events [--count N] [--timeout SECONDS]
     kvctl [--socket PATH] top [--interval SECONDS] [--count N]
 
 DESCRIPTION
@@ -83,8 +83,10 @@ COMMANDS
     commands (query-commands)
                              what the server offers
     events                   print events (STOP, RESUME, RESET, POWERDOWN, SHUTDOWN,
-                             NODE_LOST, VCPU_MIGRATION) as they arrive, one JSON line
-                             each
+                             NODE_LOST, VCPU_MIGRATION, SNAPSHOT_*) as they arrive, one
+                             JSON line each; "kvctl: listening ..." on stderr once
+                             subscribed; --count N ends after N events, --timeout S
+                             fails (exit 1) when S seconds pass without one
     top                      a cluster-wide view refreshed every --interval seconds:
                              per node and per vCPU, load (the share of time neither
                              halted nor paused), exits/s, faults/s, pages moved/s
@@ -375,6 +377,30 @@ int top(Client& client, double interval, long count, bool json) {
     return 0;
 }
 
+// kvctl events: the client is subscribed once connected (negotiated), which stderr says,
+// so that a script can wait for it before it causes the events it expects.
+int events(Client& client, const std::string& socket, long count, double timeout) {
+    std::fprintf(stderr, "kvctl: listening for events on %s\n", socket.c_str());
+    const auto wait = timeout > 0 ? std::chrono::milliseconds(long(timeout * 1000))
+                                  : std::chrono::milliseconds(std::chrono::hours(24));
+    for (long n = 0; count < 0 || n < count;) {
+        auto e = client.next_event(wait);
+        if (!e) {
+            std::fprintf(stderr, "kvctl: %s\n", e.error().message.c_str());
+            return 1;
+        }
+        if (!*e) {
+            if (timeout <= 0) continue;
+            std::fprintf(stderr, "kvctl: no event within %g s (%ld received)\n", timeout, n);
+            return 1;
+        }
+        std::printf("%s\n", (*e)->dump().c_str());
+        std::fflush(stdout);
+        ++n;
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -383,6 +409,7 @@ int main(int argc, char** argv) {
     bool json = false;
     long count = -1;
     double interval = 2.0;
+    double timeout = 0;  // events: seconds without an event before giving up; 0: never
     std::vector<std::string> words;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -391,7 +418,7 @@ int main(int argc, char** argv) {
             return 0;
         } else if (a == "--json") {
             json = true;
-        } else if (a == "--socket" || a == "--count" || a == "--interval") {
+        } else if (a == "--socket" || a == "--count" || a == "--interval" || a == "--timeout") {
             if (i + 1 >= argc) return usage(a + " needs a value");
             std::string v = argv[++i];
             char* end = nullptr;
@@ -400,6 +427,10 @@ int main(int argc, char** argv) {
             } else if (a == "--count") {
                 count = std::strtol(v.c_str(), &end, 10);
                 if (v.empty() || *end || count < 1) return usage("--count wants 1 or more");
+            } else if (a == "--timeout") {
+                timeout = std::strtod(v.c_str(), &end);
+                if (v.empty() || *end || !(timeout >= 0.1 && timeout <= 86400))
+                    return usage("--timeout wants seconds from 0.1 to 86400");
             } else {
                 interval = std::strtod(v.c_str(), &end);
                 if (v.empty() || *end || !(interval >= 0.1 && interval <= 3600))
@@ -430,17 +461,6 @@ int main(int argc, char** argv) {
     }
     if (words.empty()) return console(*client, json);
     if (words[0] == "top") return top(*client, interval, count, json);
-    if (words[0] == "events") {
-        for (long n = 0; count < 0 || n < count; ++n) {
-            auto e = client->next_event(std::chrono::hours(24));
-            if (!e) {
-                std::fprintf(stderr, "kvctl: %s\n", e.error().message.c_str());
-                return 1;
-            }
-            if (*e) std::printf("%s\n", (*e)->dump().c_str());
-            std::fflush(stdout);
-        }
-        return 0;
-    }
+    if (words[0] == "events") return events(*client, socket, count, timeout);
     return run_request(*client, *one, json);
 }
