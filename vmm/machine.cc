@@ -220,7 +220,8 @@ Status Machine::build(const config::VmConfig& cfg, const std::optional<ConfigDig
     if (multi_) KV_TRY(connect_cluster(digest));
 
     Result<Gpa> rsdp = Gpa(0);
-    if (io_node()) {
+    // A restore brings the guest's own tables back with the rest of its RAM.
+    if (io_node() && cfg.restore.empty()) {
         boot::AcpiConfig acpi = multi_ ? cluster_acpi_config(*mem_, cfg.cluster, topo_)
                                        : boot::AcpiConfig::single_node(*mem_, cfg.vcpus);
         acpi.hpet = boot::AcpiHpet{Hpet::kBase, uint32_t(Hpet::capabilities())};
@@ -559,6 +560,20 @@ StopEvent Machine::run() {
             vcpus_[i]->start_restored();
         else
             vcpus_[i]->start(i == 0);
+    }
+    {
+        std::lock_guard g(started_mu_);
+        vcpus_started_ = true;
+    }
+    started_cv_.notify_all();
+    if (restored_ && control_) {
+        // A restore over several nodes: the other nodes' vCPUs wait paused, restored
+        // (RestoreVcpu); they take the same TSC shift as this node's and run.
+        for (auto& a : control_->ask_all(ControlOp::Resume, {{"tsc_shift", restored_->tsc_shift}},
+                                         std::chrono::milliseconds(10'000)))
+            if (!a.reply)
+                request_stop(StopReason::Failed, "restore: node " + std::to_string(a.node) +
+                                                     " did not start: " + a.reply.error().message);
     }
     std::unique_lock lk(stop_mu_);
     if (multi_ && log_level() <= LogLevel::Info) {

@@ -135,7 +135,8 @@ class Machine : public IoHandler, public IrqChip {
     // guest RAM written atomically, then the guest runs on, or stays paused with `stop`
     // (only if the save worked: a failed one leaves the guest as it was).
     // Progress goes out as SNAPSHOT_PROGRESS events. On the I/O node, from the control
-    // thread. A guest over several nodes is refused (Refused): not built yet.
+    // thread. Over several nodes the other nodes send their vCPUs' states and the non-zero
+    // pages of their home ranges (one memory part per node).
     struct SnapshotSave {
         std::string dir;
         uint64_t bytes = 0;                   // every part, the manifest not counted
@@ -145,7 +146,7 @@ class Machine : public IoHandler, public IrqChip {
     };
     // With `parent` (incremental): only the pages the guest wrote since `parent`, which
     // must be the last snapshot this machine saved or was restored from (KVM's dirty log
-    // holds the writes since then).
+    // holds the writes since then). Single-node guests only (Refused over several nodes).
     Result<SnapshotSave> save_snapshot(const std::string& dir, bool stop,
                                        const std::optional<std::string>& parent = {});
     // What Ctrl-A c on the console switches to (null: no monitor); set before run(), and
@@ -184,6 +185,21 @@ class Machine : public IoHandler, public IrqChip {
     // far); `want_sha` is what the child says the manifest's SHA-256 is.
     Status restore_memory(const std::string& dir, const std::optional<std::string>& want_sha,
                           unsigned depth);
+    // One memory part into guest RAM: copied in place on one node; over several nodes each
+    // page is sent to its home node (by this layout) and written there.
+    // Returns the pages it held.
+    Result<uint64_t> apply_memory_image(std::span<const uint8_t> image, const std::string& part);
+    // Snapshot steps on this node (ControlOp SaveVcpu .. RestoreMemory; NodeControl's
+    // worker thread, or the I/O node's control thread for its own share).
+    Result<control::Json> serve_snapshot_step(ControlOp op, const control::Json& args);
+    // The non-zero pages of this node's home range from guest address `from` on, at most
+    // one control message's worth: {"gpas", "data", "next"} (ControlOp::SaveMemory).
+    Result<control::Json> save_memory_chunk(uint64_t from);
+    // A step on node `k`, here or over the cluster control (snapshots' timeout).
+    Result<control::Json> snapshot_step_on(uint32_t k, ControlOp op, const control::Json& args);
+    // Guest-physical ranges [first, second) of node `k`'s home slice of RAM (all of RAM on
+    // a single-node guest).
+    std::vector<std::pair<uint64_t, uint64_t>> home_ranges(uint32_t k) const;
     // KVM's dirty log over guest RAM, on from the first snapshot saved or restored:
     // dirty_ holds, per region, the pages written since the snapshot dirty_base_ (the
     // SHA-256 of its manifest) that KVM has handed over so far.
@@ -201,7 +217,13 @@ class Machine : public IoHandler, public IrqChip {
     struct RestoredClocks {
         uint64_t guest_tsc = 0;  // the guest TSC at the save
         uint64_t device_ns = 0;  // the devices' clock at the save
+        uint64_t tsc_shift = 0;  // multi-node: what every other node takes out of its TSC
     };
+    // Multi-node: run() has started this node's vCPUs (a RestoreVcpu step waits for it:
+    // restoring a vCPU that start() would then reset is no restore).
+    std::mutex started_mu_;
+    std::condition_variable started_cv_;
+    bool vcpus_started_ = false;  // under started_mu_
     std::optional<RestoredClocks> restored_;
     // The devices with guest-visible state, by the name their state has in a snapshot.
     std::vector<std::pair<std::string, std::shared_ptr<Device>>> devices_;

@@ -136,6 +136,11 @@ Result<Json> Machine::serve_control(ControlOp op, const Json& args) {
         case ControlOp::Placement:
         case ControlOp::Run:
             return serve_migration_step(op, args);
+        case ControlOp::SaveVcpu:
+        case ControlOp::RestoreVcpu:
+        case ControlOp::SaveMemory:
+        case ControlOp::RestoreMemory:
+            return serve_snapshot_step(op, args);
     }
     return Error{"unknown control operation"};
 }

@@ -17,16 +17,6 @@ namespace {
 // How long one step may take on its node (the pause waits for an exit boundary).
 constexpr std::chrono::milliseconds kStepTimeout{10'000};
 
-// args[key] as an unsigned number below `limit`; the error names the key.
-Result<uint64_t> uint_arg(const Json& args, const char* key, uint64_t limit) {
-    auto it = args.find(key);
-    if (it == args.end() || !it->is_number_unsigned())
-        return Error{std::string(key) + " must be a non-negative integer"};
-    const uint64_t v = it->get<uint64_t>();
-    if (v >= limit) return Error{std::string(key) + " " + std::to_string(v) + " is out of range"};
-    return v;
-}
-
 std::string node_name(uint32_t k) {
     return "node " + std::to_string(k);
 }

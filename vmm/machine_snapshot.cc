@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cinttypes>
+#include <cstring>
+#include <deque>
 #include <filesystem>
 
 #include "base/log.h"
@@ -11,6 +13,10 @@
 #include "vmm/config/cluster.h"
 #include "vmm/devices/device_state.h"
 #include "vmm/machine.h"
+#include "vmm/node/node_control.h"
+#include "vmm/node/node_link.h"
+#include "vmm/node/placement.h"
+#include "vmm/node/topology.h"
 #include "vmm/snapshot/memory_image.h"
 #include "vmm/snapshot/snapshot.h"
 
@@ -21,8 +27,19 @@ using control::Json;
 namespace {
 
 constexpr std::chrono::milliseconds kSnapshotPauseTimeout{10'000};
+// One snapshot step on another node (a vCPU's state, or one chunk of pages).
+constexpr std::chrono::milliseconds kStepTimeout{10'000};
 constexpr const char* kMachinePart = "machine.json";
 constexpr uint32_t kMachineStateVersion = 1;
+constexpr uint64_t kPage = snapshot::kImagePageSize;
+// Pages per SaveMemory / RestoreMemory message: 48 KiB of data and the addresses stay
+// under the cluster control's 64 KiB payload.
+constexpr size_t kChunkPages = 12;
+// The clocks the guest's timers (PM timer, HPET) count on: the devices' clock on one
+// node, the guest TSC shared by every node of a cluster (machine.cc, setup_devices). A
+// snapshot restores onto the same kind, or its timers would jump.
+constexpr const char* kClockDevice = "device";
+constexpr const char* kClockGuestTsc = "guest-tsc";
 
 std::string vcpu_part(uint32_t v) {
     return "vcpu-" + std::to_string(v);
@@ -51,10 +68,10 @@ std::span<const uint8_t> bytes_of(const std::string& s) {
 Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, bool stop,
                                                      const std::optional<std::string>& parent) {
     if (!io_node()) return Error{"snapshot-save: only the I/O node saves the guest"};
-    if (multi_)
+    if (multi_ && parent)
         return Error{
-            "snapshot-save: a guest over several nodes cannot be saved yet (each node's "
-            "pages are not gathered: issue 13); single-node guests only",
+            "snapshot-save: incremental-from: a guest over several nodes has no log of the "
+            "pages written since a snapshot yet (issue 13); take a full snapshot",
             ErrorCode::Refused};
     if (dir.empty()) return Error{"snapshot-save: empty directory name"};
     // Before the pause: the first call hashes the kernel and initrd.
@@ -68,7 +85,7 @@ Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, boo
     SnapshotSave out;
     out.dir = dir;
     Status written = write_snapshot(dir, parent, out);
-    if (written)
+    if (written && !multi_)
         if (auto st = reset_dirty(dir); !st) {
             // The snapshot stands; only snapshots incremental from it cannot be taken.
             dirty_base_.reset();
@@ -129,23 +146,55 @@ Status Machine::write_snapshot(const std::string& dir, const std::optional<std::
         return {};
     };
 
+    auto commit_manifest = [&]() -> Status {
+        progress("commit");
+        snapshot::Manifest m;
+        m.config_digest = *digest;
+        m.nodes = topo_.num_nodes;
+        m.vcpus = topo_.num_vcpus();
+        m.memory_bytes = mem_->ram_size();
+        m.parent = parent_rel;
+        m.parent_manifest_sha256 = parent_sha;
+        return w->commit(std::move(m));
+    };
+
     progress("vcpus");
     for (auto& v : vcpus_) {
-        auto s = v->save_state(msr_indices_);
-        if (!s) return Error{"vCPU " + std::to_string(v->index()) + ": " + s.error().message};
-        KV_TRY(add(vcpu_part(v->index()), s->encode()));
+        const uint32_t i = v->index();
+        const std::string who = "vCPU " + std::to_string(i);
+        if (runs_here(i)) {
+            auto st = v->save_state(msr_indices_);
+            if (!st) return Error{who + ": " + st.error().message};
+            KV_TRY(add(vcpu_part(i), st->encode()));
+            continue;
+        }
+        // Placed on another node: that node's copy is the vCPU.
+        const uint32_t k = placement_->node_of(i);
+        auto r = snapshot_step_on(k, ControlOp::SaveVcpu, {{"vcpu", i}});
+        if (!r) return Error{who + " (on node " + std::to_string(k) + "): " + r.error().message};
+        if (!r->contains("state") || !(*r)["state"].is_binary())
+            return Error{who + " (on node " + std::to_string(k) + "): no state in the answer"};
+        const auto& bytes = (*r)["state"].get_binary();
+        if (auto d = CpuState::decode(bytes); !d)
+            return Error{who + " (on node " + std::to_string(k) + "): " + d.error().message};
+        KV_TRY(add(vcpu_part(i), bytes));
     }
 
     progress("devices");
-    // The guest TSC where the guest stopped: the host TSC at the pause through vCPU 0's
-    // KVM offset (every vCPU of a single-node guest has the same).
-    auto off = vcpus_.at(0)->fd().get_tsc_offset();
-    if (!off) return Error{"vCPU 0: " + off.error().message};
-    uint64_t paused_at_tsc = 0;
+    uint64_t guest_tsc = 0;
     {
         std::lock_guard g(pause_mu_);
         if (!paused_at_tsc_) return Error{"the guest is not paused"};
-        paused_at_tsc = *paused_at_tsc_;
+        if (multi_) {
+            // Every node's guest TSC stood at this when the guest as a whole stopped.
+            guest_tsc = frozen_tsc_.load();
+        } else {
+            // The host TSC at the pause through vCPU 0's KVM offset (every vCPU of a
+            // single-node guest has the same).
+            auto off = vcpus_.at(0)->fd().get_tsc_offset();
+            if (!off) return Error{"vCPU 0: " + off.error().message};
+            guest_tsc = *paused_at_tsc_ + *off;
+        }
     }
     Json devices = Json::object();
     for (auto& [name, dev] : devices_) {
@@ -153,13 +202,60 @@ Status Machine::write_snapshot(const std::string& dir, const std::optional<std::
         dev->save_state(s);
         devices[name] = s.take();
     }
-    const Json machine{{"version", kMachineStateVersion},
-                       {"guest_tsc", paused_at_tsc + *off},
-                       {"device_clock_ns", device_clock_->now()},
-                       {"devices", std::move(devices)}};
+    Json machine{{"version", kMachineStateVersion},
+                 {"guest_tsc", guest_tsc},
+                 {"device_clock_ns", device_clock_->now()},
+                 {"clock", multi_ ? kClockGuestTsc : kClockDevice},
+                 {"devices", std::move(devices)}};
+    // The rate the guest's timers convert the TSC at (a restore keeps it, so that they go
+    // on where they stood rather than at a rate measured again).
+    if (multi_) machine["tsc_khz"] = tsc_khz_.load();
     KV_TRY(add(kMachinePart, bytes_of(machine.dump(1))));
 
     progress("memory");
+    if (multi_) {
+        // Each node reads its own home range (through the coherence engine: a page another
+        // node holds modified is fetched) and sends the non-zero pages; one part each.
+        for (uint32_t k = 0; k < topo_.num_nodes; ++k) {
+            std::vector<uint8_t> data;
+            std::vector<uint64_t> gpas;
+            Json from = uint64_t(0);
+            while (!from.is_null()) {
+                auto r = snapshot_step_on(k, ControlOp::SaveMemory, {{"from", from}});
+                if (!r)
+                    return Error{"memory of node " + std::to_string(k) + ": " + r.error().message};
+                const Json& j = *r;
+                if (!j.contains("gpas") || !j["gpas"].is_array() || !j.contains("data") ||
+                    !j["data"].is_binary() || !j.contains("next") ||
+                    (!j["next"].is_null() && !j["next"].is_number_unsigned()) ||
+                    j["data"].get_binary().size() != j["gpas"].size() * kPage)
+                    return Error{"memory of node " + std::to_string(k) + ": a malformed answer"};
+                for (const auto& g : j["gpas"]) {
+                    if (!g.is_number_unsigned() || !mem_->host_ptr(Gpa(g.get<uint64_t>()), kPage))
+                        return Error{"memory of node " + std::to_string(k) +
+                                     ": a page outside guest RAM in the answer"};
+                    gpas.push_back(g.get<uint64_t>());
+                }
+                const auto& b = j["data"].get_binary();
+                data.insert(data.end(), b.begin(), b.end());
+                from = j["next"];
+            }
+            // Runs of consecutive pages, each one span of `data`.
+            std::vector<snapshot::RamSpan> ram;
+            for (size_t p = 0; p < gpas.size();) {
+                size_t e = p + 1;
+                while (e < gpas.size() && gpas[e] == gpas[e - 1] + kPage) ++e;
+                ram.push_back({gpas[p], {data.data() + p * kPage, (e - p) * kPage}});
+                p = e;
+            }
+            snapshot::MemoryImageInfo info;
+            KV_TRY(add(memory_part(k), snapshot::encode_memory_image(ram, &info, false)));
+            out.pages += info.pages;
+            progress("memory");
+        }
+        out.zero_pages = mem_->ram_size() / kPage - out.pages;
+        return commit_manifest();
+    }
     std::vector<snapshot::RamSpan> ram;
     const auto& regions = mem_->regions();
     for (size_t i = 0; i < regions.size(); ++i) {
@@ -192,15 +288,7 @@ Status Machine::write_snapshot(const std::string& dir, const std::optional<std::
     out.pages = info.pages;
     out.zero_pages = info.zero_pages;
 
-    progress("commit");
-    snapshot::Manifest m;
-    m.config_digest = *digest;
-    m.nodes = topo_.num_nodes;
-    m.vcpus = topo_.num_vcpus();
-    m.memory_bytes = mem_->ram_size();
-    m.parent = parent_rel;
-    m.parent_manifest_sha256 = parent_sha;
-    return w->commit(std::move(m));
+    return commit_manifest();
 }
 
 Status Machine::collect_dirty() {
@@ -275,17 +363,186 @@ Status Machine::restore_memory(const std::string& dir, const std::optional<std::
     if (m.parent)
         KV_TRY(restore_memory(parent_dir(reader->dir(), *m.parent), m.parent_manifest_sha256,
                               depth + 1));
-    auto image = reader->read_part(memory_part(0));
-    if (!image) return Error{"parent " + dir + ": " + image.error().message};
-    auto info = snapshot::decode_memory_image(*image, memory_part(0), ram_target());
-    if (!info) return Error{"parent " + dir + ": " + info.error().message};
+    for (uint32_t k = 0; k < m.nodes; ++k) {
+        auto image = reader->read_part(memory_part(k));
+        if (!image) return Error{"parent " + dir + ": " + image.error().message};
+        if (auto st = apply_memory_image(*image, memory_part(k)); !st)
+            return Error{"parent " + dir + ": " + st.error().message};
+    }
     return {};
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Machine::home_ranges(uint32_t k) const {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    if (!multi_) {
+        for (const auto& r : mem_->regions()) out.emplace_back(r.base.value, r.base.value + r.size);
+        return out;
+    }
+    const config::RamRange ram = cfg_.cluster.node_memory_range(k);
+    for (const auto& r : ram_to_gpa(*mem_, ram.offset, ram.size))
+        out.emplace_back(r.base, r.base + r.size);
+    return out;
+}
+
+Result<uint64_t> Machine::apply_memory_image(std::span<const uint8_t> image,
+                                             const std::string& part) {
+    if (!multi_) {
+        auto info = snapshot::decode_memory_image(image, part, ram_target());
+        if (!info) return info.error();
+        return info->pages;
+    }
+    // The decoder checks the whole image before it copies anything, into buffers here (a
+    // deque: the buffers it was handed stay where they are); then each page goes to its
+    // home node, which writes it (a page written from here would move to this node).
+    std::deque<std::pair<uint64_t, std::vector<uint8_t>>> runs;
+    auto info = snapshot::decode_memory_image(
+        image, part, [&](uint64_t gpa, uint64_t bytes) -> Result<uint8_t*> {
+            if (!mem_->host_ptr(Gpa(gpa), bytes)) return Error{"not guest RAM"};
+            runs.emplace_back(gpa, std::vector<uint8_t>(bytes));
+            return runs.back().second.data();
+        });
+    if (!info) return info.error();
+    struct Home {
+        uint64_t first, end;
+        uint32_t node;
+    };
+    std::vector<Home> homes;
+    for (uint32_t k = 0; k < topo_.num_nodes; ++k)
+        for (auto [a, b] : home_ranges(k)) homes.push_back({a, b, k});
+    struct Batch {
+        Json gpas = Json::array();
+        std::vector<uint8_t> data;
+    };
+    std::vector<Batch> batch(topo_.num_nodes);
+    auto flush = [&](uint32_t k) -> Status {
+        if (batch[k].gpas.empty()) return {};
+        auto r = snapshot_step_on(
+            k, ControlOp::RestoreMemory,
+            {{"gpas", std::move(batch[k].gpas)}, {"data", Json::binary(std::move(batch[k].data))}});
+        batch[k] = Batch{};
+        if (!r) return Error{part + ": node " + std::to_string(k) + ": " + r.error().message};
+        return {};
+    };
+    for (const auto& [gpa, bytes] : runs) {
+        for (uint64_t off = 0; off < bytes.size(); off += kPage) {
+            const uint64_t g = gpa + off;
+            auto h = std::find_if(homes.begin(), homes.end(),
+                                  [&](const Home& x) { return g >= x.first && g < x.end; });
+            if (h == homes.end())
+                return Error{part + ": a page at " + std::to_string(g) + " has no home"};
+            Batch& b = batch[h->node];
+            b.gpas.push_back(g);
+            b.data.insert(b.data.end(), bytes.begin() + long(off),
+                          bytes.begin() + long(off + kPage));
+            if (b.gpas.size() == kChunkPages) KV_TRY(flush(h->node));
+        }
+    }
+    for (uint32_t k = 0; k < topo_.num_nodes; ++k) KV_TRY(flush(k));
+    return info->pages;
+}
+
+Result<Json> Machine::snapshot_step_on(uint32_t k, ControlOp op, const Json& args) {
+    if (k == self_) return serve_snapshot_step(op, args);
+    return control_->ask(k, op, args, kStepTimeout);
+}
+
+Result<Json> Machine::save_memory_chunk(uint64_t from) {
+    // Bounded in bytes (one message) and in time (a long run of zero pages), so that the
+    // I/O node's step never times out on a large range.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    Json gpas = Json::array();
+    std::vector<uint8_t> data;
+    std::vector<uint8_t> page(kPage);
+    for (auto [first, end] : home_ranges(self_)) {
+        for (uint64_t g = std::max(first, from); g < end; g += kPage) {
+            if (gpas.size() == kChunkPages || std::chrono::steady_clock::now() > deadline)
+                return Json{{"gpas", std::move(gpas)},
+                            {"data", Json::binary(std::move(data))},
+                            {"next", g}};
+            // Copied out first: the read may fault the page in through the coherence engine.
+            KV_TRY(mem_->read(Gpa(g), page));
+            if (std::all_of(page.begin(), page.end(), [](uint8_t b) { return b == 0; })) continue;
+            gpas.push_back(g);
+            data.insert(data.end(), page.begin(), page.end());
+        }
+    }
+    return Json{
+        {"gpas", std::move(gpas)}, {"data", Json::binary(std::move(data))}, {"next", nullptr}};
+}
+
+Result<Json> Machine::serve_snapshot_step(ControlOp op, const Json& args) {
+    switch (op) {
+        case ControlOp::SaveVcpu: {
+            auto v = uint_arg(args, "vcpu", num_vcpus());
+            if (!v) return v.error();
+            const std::string who = "vCPU " + std::to_string(*v);
+            if (!runs_here(uint32_t(*v)))
+                return Error{who + " does not run on node " + std::to_string(self_)};
+            auto st = vcpus_[*v]->save_state(msr_indices_);
+            if (!st) return Error{who + ": " + st.error().message};
+            return Json{{"state", Json::binary(st->encode())}};
+        }
+        case ControlOp::RestoreVcpu: {
+            auto v = uint_arg(args, "vcpu", num_vcpus());
+            if (!v) return v.error();
+            const std::string who = "vCPU " + std::to_string(*v);
+            auto it = args.find("state");
+            if (it == args.end() || !it->is_binary()) return Error{"state must be a byte string"};
+            auto state = CpuState::decode(it->get_binary());
+            if (!state) return Error{who + "'s state: " + state.error().message};
+            if (!runs_here(uint32_t(*v)))
+                return Error{who + " does not run on node " + std::to_string(self_)};
+            {
+                // run() starts the vCPUs waiting for SIPI; the state goes in after that.
+                std::unique_lock lk(started_mu_);
+                if (!started_cv_.wait_for(lk, kStepTimeout, [&] { return vcpus_started_; }))
+                    return Error{"node " + std::to_string(self_) + " did not start its vCPUs",
+                                 ErrorCode::Timeout};
+            }
+            Vcpu& cpu = *vcpus_[*v];
+            cpu.request_pause();  // until the I/O node's Resume
+            if (!cpu.wait_paused(kStepTimeout))
+                return Error{who + " did not pause", ErrorCode::Timeout};
+            KV_TRY(cpu.restore_state(*state));
+            return Json::object();
+        }
+        case ControlOp::SaveMemory: {
+            auto from = uint_arg(args, "from", UINT64_MAX);
+            if (!from) return from.error();
+            if (*from % kPage) return Error{"from must be page-aligned"};
+            return save_memory_chunk(*from);
+        }
+        case ControlOp::RestoreMemory: {
+            auto g = args.find("gpas");
+            auto d = args.find("data");
+            if (g == args.end() || !g->is_array() || d == args.end() || !d->is_binary() ||
+                d->get_binary().size() != g->size() * kPage)
+                return Error{"restore-memory: gpas and data (one page each) are required"};
+            const auto ranges = home_ranges(self_);
+            const auto& data = d->get_binary();
+            for (size_t i = 0; i < g->size(); ++i) {
+                const Json& a = (*g)[i];
+                const uint64_t gpa = a.is_number_unsigned() ? a.get<uint64_t>() : 1;
+                const bool home = gpa % kPage == 0 &&
+                                  std::any_of(ranges.begin(), ranges.end(), [&](const auto& r) {
+                                      return gpa >= r.first && gpa < r.second;
+                                  });
+                if (!home)
+                    return Error{"restore-memory: " + a.dump() + " is not a page of node " +
+                                 std::to_string(self_) + "'s home range"};
+                KV_TRY(mem_->write(Gpa(gpa), std::span(data).subspan(i * kPage, kPage)));
+            }
+            return Json::object();
+        }
+        default:
+            break;
+    }
+    return Error{"not a snapshot step"};
 }
 
 Status Machine::restore_snapshot(const std::string& dir) {
     auto fail = [&](const std::string& why) { return Error{"restore: " + dir + ": " + why}; };
     const auto t0 = std::chrono::steady_clock::now();
-    if (multi_) return fail("a guest over several nodes cannot be restored yet (issue 13)");
     auto reader = snapshot::Reader::open(dir);
     if (!reader) return fail(reader.error().message);
     const snapshot::Manifest& m = reader->manifest();
@@ -304,8 +561,9 @@ Status Machine::restore_snapshot(const std::string& dir) {
     // Every part is read whole and its size and checksum checked (read_part) before
     // anything is restored; each is read once.
     for (const auto& part : m.parts) {
-        bool known = part.name == kMachinePart || part.name == memory_part(0);
+        bool known = part.name == kMachinePart;
         for (uint32_t v = 0; v < topo_.num_vcpus(); ++v) known |= part.name == vcpu_part(v);
+        for (uint32_t k = 0; k < m.nodes; ++k) known |= part.name == memory_part(k);
         if (!known) return fail("part " + part.name + ": not a part this build restores");
     }
 
@@ -315,11 +573,22 @@ Status Machine::restore_snapshot(const std::string& dir) {
         if (!bytes) return fail(bytes.error().message);
         auto s = CpuState::decode(*bytes);
         if (!s) return fail("part " + vcpu_part(v) + ": " + s.error().message);
+        // The APIC IDs come from the nodes' layout (topology.h): a layout that numbers the
+        // vCPUs otherwise is another machine to the guest.
+        if (s->lapic.id != topo_.apic_ids[v])
+            return fail("vCPU " + std::to_string(v) + " had APIC ID " +
+                        std::to_string(s->lapic.id) + ", this layout of nodes gives it " +
+                        std::to_string(topo_.apic_ids[v]) +
+                        " (give each node a vCPU count that numbers them alike)");
         cpus.push_back(std::move(s).value());
     }
 
-    auto image = reader->read_part(memory_part(0));
-    if (!image) return fail(image.error().message);
+    std::vector<std::vector<uint8_t>> images;
+    for (uint32_t k = 0; k < m.nodes; ++k) {
+        auto image = reader->read_part(memory_part(k));
+        if (!image) return fail(image.error().message);
+        images.push_back(std::move(image).value());
+    }
     auto mbytes = reader->read_part(kMachinePart);
     if (!mbytes) return fail(mbytes.error().message);
     const Json j = Json::parse(mbytes->begin(), mbytes->end(), nullptr, false);
@@ -337,6 +606,28 @@ Status Machine::restore_snapshot(const std::string& dir) {
             return fail(mp + ": " + key + ": missing or not a number");
         *field = j[key].get<uint64_t>();
     }
+    const std::string clock = j.contains("clock") && j["clock"].is_string()
+                                  ? j["clock"].get<std::string>()
+                                  : std::string(kClockDevice);
+    if (clock != kClockDevice && clock != kClockGuestTsc)
+        return fail(mp + ": clock: \"" + clock + "\" is not a clock this build knows");
+    if (clock == kClockGuestTsc && !multi_)
+        return fail(
+            "it was taken of a guest over [node.K] sections, whose timers count on the "
+            "guest TSC: restore it with a cluster config (one node is fine)");
+    if (clock == kClockDevice && multi_)
+        return fail(
+            "it was taken of a guest without [node.K] sections, whose timers count on "
+            "another clock: restore it without them");
+    if (multi_) {
+        if (!j.contains("tsc_khz") || !j["tsc_khz"].is_number_unsigned() ||
+            j["tsc_khz"].get<uint64_t>() == 0)
+            return fail(mp + ": tsc_khz: missing or not a positive number");
+        // The guest's timers go on at the rate they had (not one measured again).
+        tsc_khz_ = j["tsc_khz"].get<uint64_t>();
+        if (auto st = link_->announce_tsc_khz(tsc_khz_.load()); !st)
+            return fail(st.error().message);
+    }
     if (!j.contains("devices") || !j["devices"].is_object())
         return fail(mp + ": devices: missing or not an object");
     const Json& devs = j["devices"];
@@ -351,25 +642,52 @@ Status Machine::restore_snapshot(const std::string& dir) {
         if (auto st = dev->restore_state(l); !st) return fail(mp + ": " + st.error().message);
     }
 
-    // Guest RAM: zero-filled again (the ACPI tables build() wrote, whatever the guest had
-    // left there is in the images), then the chain's images, the oldest first.
-    for (const auto& r : mem_->regions())
-        if (::madvise(r.mapping.data(), r.size, MADV_DONTNEED) != 0)
-            return Error::from_errno("restore: madvise(MADV_DONTNEED) on guest RAM");
+    // Every other node's vCPUs exist and take requests from here on.
+    if (multi_)
+        if (auto st =
+                link_->wait_ready(std::chrono::steady_clock::now() + cfg_.cluster.connect_timeout);
+            !st)
+            return fail(st.error().message);
+
+    // Guest RAM is all zero (build() writes no ACPI tables for a restore; whatever the
+    // guest had there is in the images); then the chain's images, the oldest first. On one
+    // node the memory is dropped once more all the same, in case anything touched it.
+    if (!multi_)
+        for (const auto& r : mem_->regions())
+            if (::madvise(r.mapping.data(), r.size, MADV_DONTNEED) != 0)
+                return Error::from_errno("restore: madvise(MADV_DONTNEED) on guest RAM");
     if (m.parent)
         if (auto st =
                 restore_memory(parent_dir(reader->dir(), *m.parent), m.parent_manifest_sha256, 1);
             !st)
             return fail(st.error().message);
-    auto info = snapshot::decode_memory_image(*image, memory_part(0), ram_target());
-    if (!info) return fail(info.error().message);
+    uint64_t pages = 0;
+    for (uint32_t k = 0; k < m.nodes; ++k) {
+        auto n = apply_memory_image(images[k], memory_part(k));
+        if (!n) return fail(n.error().message);
+        pages += *n;
+    }
 
-    for (uint32_t v = 0; v < topo_.num_vcpus(); ++v)
-        if (auto st = vcpus_[v]->restore_state(cpus[v]); !st)
-            return fail("vCPU " + std::to_string(v) + ": " + st.error().message);
+    // Each vCPU where this layout places it: here, or sent to its node, which keeps it
+    // paused until the guest starts (finish_restore).
+    for (uint32_t v = 0; v < topo_.num_vcpus(); ++v) {
+        const std::string who = "vCPU " + std::to_string(v);
+        if (runs_here(v)) {
+            if (auto st = vcpus_[v]->restore_state(cpus[v]); !st)
+                return fail(who + ": " + st.error().message);
+            continue;
+        }
+        const uint32_t k = topo_.node_of[v];
+        auto r =
+            control_->ask(k, ControlOp::RestoreVcpu,
+                          {{"vcpu", v}, {"state", Json::binary(cpus[v].encode())}}, kStepTimeout);
+        if (!r) return fail(who + " (on node " + std::to_string(k) + "): " + r.error().message);
+    }
     restored_ = clocks;
-    // Later snapshots may be incremental from this one.
-    if (auto st = reset_dirty(dir); !st) {
+    // Later snapshots may be incremental from this one (one node: KVM's dirty log).
+    if (multi_) {
+        dirty_base_.reset();
+    } else if (auto st = reset_dirty(dir); !st) {
         dirty_base_.reset();
         KV_WARN(
             "restore: %s: the guest's writes cannot be logged (%s): no snapshot can be "
@@ -378,7 +696,7 @@ Status Machine::restore_snapshot(const std::string& dir) {
     }
     // scripts/bench/snapshot reads this line.
     KV_INFO("restored %s: %u vCPU(s), %" PRIu64 " pages of RAM in %" PRIu64 " ns", dir.c_str(),
-            topo_.num_vcpus(), info->pages, elapsed_ns(t0));
+            topo_.num_vcpus(), pages, elapsed_ns(t0));
     return {};
 }
 
@@ -386,11 +704,28 @@ Status Machine::finish_restore() {
     if (!restored_) return {};
     // The guest TSC and the devices' clock go on from where they stood at the save, at the
     // same moment, just before the vCPUs start.
-    const uint64_t offset = restored_->guest_tsc - __builtin_ia32_rdtsc();
-    for (auto& v : vcpus_)
-        if (auto st = v->fd().set_tsc_offset(offset); !st)
-            return Error{"restore: vCPU " + std::to_string(v->index()) +
-                         ": its TSC cannot continue from the snapshot: " + st.error().message};
+    if (multi_) {
+        // Every node's guest TSC is the host TSC plus tsc_offset_ minus tsc_shift_ (node
+        // 0's host TSC on every node): one shift, the same on every node, takes it to the
+        // saved value (modulo 2^64). The other nodes take it in their Resume (run()).
+        const uint64_t shift =
+            __builtin_ia32_rdtsc() + *tsc_offset_ - tsc_shift_.load() - restored_->guest_tsc;
+        for (auto& v : vcpus_) {
+            auto off = v->fd().get_tsc_offset();
+            Status st = off ? v->fd().set_tsc_offset(*off - shift) : Status(off.error());
+            if (!st)
+                return Error{"restore: vCPU " + std::to_string(v->index()) +
+                             ": its TSC cannot continue from the snapshot: " + st.error().message};
+        }
+        tsc_shift_.fetch_add(shift);
+        restored_->tsc_shift = shift;
+    } else {
+        const uint64_t offset = restored_->guest_tsc - __builtin_ia32_rdtsc();
+        for (auto& v : vcpus_)
+            if (auto st = v->fd().set_tsc_offset(offset); !st)
+                return Error{"restore: vCPU " + std::to_string(v->index()) +
+                             ": its TSC cannot continue from the snapshot: " + st.error().message};
+    }
     device_clock_->restart_at(restored_->device_ns);
     return {};
 }

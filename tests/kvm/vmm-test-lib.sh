@@ -75,9 +75,9 @@ listen_events() {
   done
 }
 # cluster_conf "VCPUS0 VCPUS1 ..." [LINE...]: $dir/guest.conf, $image over one node of
-# this host per count given (that many vCPUs each; ports from the process id, a fresh
-# key), console to $dir/console, the control socket $sock, then the extra lines (e.g.
-# [vcpu.N] sections).
+# this host per count given (that many vCPUs each, $node_memory of RAM each, 64M unless
+# set; ports from the process id, a fresh key), console to $dir/console, the control
+# socket $sock, then the extra lines (e.g. [vcpu.N] sections).
 cluster_conf() {
   head -c 32 /dev/urandom >"$dir/key"
   chmod 600 "$dir/key"
@@ -87,7 +87,7 @@ cluster_conf() {
     printf '[cluster]\nkey-file = %s/key\nconnect-timeout = 20s\n' "$dir"
     k=0
     for n in $1; do
-      printf '[node.%s]\naddress = 127.0.0.1\nport = %s\nvcpus = %s\nmemory = 64M\n' $k $port "$n"
+      printf '[node.%s]\naddress = 127.0.0.1\nport = %s\nvcpus = %s\nmemory = %s\n' $k $port "$n" "${node_memory:-64M}"
       k=$((k + 1))
       port=$((port + 1))
     done

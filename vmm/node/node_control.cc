@@ -24,8 +24,25 @@ const char* to_string(ControlOp op) {
             return "placement";
         case ControlOp::Run:
             return "run";
+        case ControlOp::SaveVcpu:
+            return "save-vcpu";
+        case ControlOp::RestoreVcpu:
+            return "restore-vcpu";
+        case ControlOp::SaveMemory:
+            return "save-memory";
+        case ControlOp::RestoreMemory:
+            return "restore-memory";
     }
     return "unknown";
+}
+
+Result<uint64_t> uint_arg(const Json& args, const char* key, uint64_t limit) {
+    auto it = args.find(key);
+    if (it == args.end() || !it->is_number_unsigned())
+        return Error{std::string(key) + " must be a non-negative integer"};
+    const uint64_t v = it->get<uint64_t>();
+    if (v >= limit) return Error{std::string(key) + " " + std::to_string(v) + " is out of range"};
+    return v;
 }
 
 NodeControl::NodeControl(NodeId self, uint32_t num_nodes, Serve serve, OnLost on_lost)

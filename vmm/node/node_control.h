@@ -45,9 +45,19 @@ enum class ControlOp : uint64_t {
     MigrateIn = 5,   // {"vcpu", "epoch", "state": BYTES (absent: take back), "run": BOOL}
     Placement = 6,   // {"vcpu", "node", "epoch"}: the vCPU is on that node now
     Run = 7,         // {"vcpu"}: the vCPU restored here runs (unless the guest is paused)
-    Last = Run,
+    // Snapshots (docs/snapshots.md), from the I/O node while the guest is paused or, for a
+    // restore, before it first runs:
+    SaveVcpu = 8,        // {"vcpu"}: the state of a vCPU placed here: {"state": BYTES}
+    RestoreVcpu = 9,     // {"vcpu", "state": BYTES}: restored here, left paused until Resume
+    SaveMemory = 10,     // {"from": GPA}: non-zero pages of this node's home range from GPA:
+                         // {"gpas": [...], "data": BYTES, "next": GPA or null (the end)}
+    RestoreMemory = 11,  // {"gpas": [...], "data": BYTES}: pages of this node's home range
+    Last = RestoreMemory,
 };
 const char* to_string(ControlOp op);
+
+// A request's argument `key` as an unsigned number below `limit`; the error names the key.
+Result<uint64_t> uint_arg(const control::Json& args, const char* key, uint64_t limit);
 
 // The cluster control's message types: CtlReq and CtlReply, up to kMaxPayload bytes of CBOR.
 std::span<const MessageSpec> control_messages();

@@ -1,0 +1,92 @@
+#!/bin/sh
+# usage: snapshot-cluster-run.sh VMM_LAUNCH KVCTL SMP_COUNT_GUEST   (POSIX sh: runs in a lab
+# host too)
+#
+# Checkpoint/restart of a freestanding SMP guest over several nodes (vmm-launch --local:
+# one process per node on this host). The SMP count guest runs with 3 vCPUs over 2 nodes
+# (2 + 1, 96M each). Saved while it runs, it counts on; an incremental save is refused
+# (not built over several nodes) and says why. Saved with --stop mid-count: a memory part
+# per node and a part per vCPU, the one on node 1 included. Then restored three times
+# from that one snapshot, each by a new vmm-launch: on the same 2 nodes, on 1 node (a
+# cluster config of one [node.0] with 3 vCPUs and 192M) and on 3 nodes (1 vCPU and 64M
+# each). Each time the counter goes on from at least the saved value, no vCPU starts
+# again (the started count stays 3), the guest prints nothing (it did not boot), and
+# after the power button the shared counter equals the sum of the three vCPUs' own
+# counts (memory and registers came back together, whichever node each vCPU and each
+# page landed on). A layout that would give a vCPU another APIC ID (1 + 2) and a config
+# without [node.K] sections are refused with a message saying so.
+# Prints "snapshot-cluster: PASS" and exits 0, or names the step that failed.
+set -u
+vmm=$1 kvctl=$2 image=$3 name=snapshot-cluster
+. "$(dirname "$0")/vmm-test-lib.sh"
+snap=$dir/snap
+launch() { # launch VCPU_COUNTS NODE_MEMORY [ARG...]: vmm-launch --local over those nodes
+  node_memory=$2 cluster_conf "$1"
+  shift 2
+  rm -f "$sock"
+  "$vmm" --config "$dir/guest.conf" --local "$@" </dev/null >"$dir/out" 2>&1 &
+  pid=$!
+}
+ended() { # waits for vmm-launch; fails unless it exits $1
+  wait "$pid"
+  status=$?
+  pid=
+  [ $status = "$1" ] || fail "vmm-launch exited $status, expected $1"
+}
+
+launch "2 1" 96M
+wait_console 'smp-count-guest: counting'
+wait_at_least 0x101010 3 || fail "not every vCPU started counting"
+wait_at_least 0x101000 100000 || fail "the counter did not reach 100000"
+ctl snapshot save "$dir/live" >"$dir/lsave" 2>&1 || fail "the save of the running guest failed: $(cat "$dir/lsave")"
+grep -qx 'status: running' "$dir/lsave" || fail "the guest does not run on after the save: $(cat "$dir/lsave")"
+c=$(read_u64 0x101000)
+wait_at_least 0x101000 $((c + 100000)) || fail "the guest does not count on after the save"
+if ctl snapshot save "$dir/incr" --incremental-from "$dir/live" >"$dir/refused" 2>&1; then
+  fail "an incremental snapshot of a guest over several nodes was taken"
+fi
+grep -q "several nodes" "$dir/refused" || fail "the refusal does not say why: $(cat "$dir/refused")"
+ctl snapshot save "$snap" --stop >"$dir/save" 2>&1 || fail "snapshot save failed: $(cat "$dir/save")"
+grep -qx 'status: paused' "$dir/save" || fail "the guest is not left paused: $(cat "$dir/save")"
+saved=$(read_u64 0x101000)
+for part in memory-node-0 memory-node-1 vcpu-0 vcpu-1 vcpu-2 machine.json; do
+  [ -f "$snap/$part" ] || fail "no part $part in the snapshot: $(ls "$snap")"
+done
+grep -q '"nodes": 2' "$snap/manifest.json" || fail "the manifest does not say 2 nodes: $(cat "$snap/manifest.json")"
+echo "snapshot-cluster: saved at counter $saved: $(tr '\n' ' ' <"$dir/save")"
+ctl quit >/dev/null || fail "quit failed"
+ended 0
+lines=$(wc -l <"$dir/console")
+
+# restored COUNTS MEMORY: restores $snap over that layout and checks it goes on exactly.
+restored() {
+  launch "$1" "$2" --restore "$snap"
+  wait_control "the guest restored over nodes '$1'"
+  first=$(read_u64 0x101000)
+  [ -n "$first" ] && [ "$first" -ge "$saved" ] || fail "over '$1': the restored counter reads $first, below the saved $saved"
+  wait_at_least 0x101000 $((saved + 100000)) || fail "over '$1': the restored counter does not move on from $saved"
+  [ "$(read_u64 0x101010)" = 3 ] || fail "over '$1': the started count is $(read_u64 0x101010), not 3 (did it boot again?)"
+  [ "$(wc -l <"$dir/console")" = "$lines" ] || fail "over '$1': the restored guest printed again (it booted): $(tail -n 2 "$dir/console")"
+  ctl powerdown >/dev/null || fail "over '$1': powerdown failed"
+  wait_at_least 0x101008 3 || fail "over '$1': not every vCPU stopped counting after the power button"
+  total=$(read_u64 0x101000)
+  sum=$(($(read_u64 0x110000) + $(read_u64 0x111000) + $(read_u64 0x112000)))
+  echo "snapshot-cluster: over nodes '$1': restored at $first; counter $total, the vCPUs' own counts add up to $sum"
+  [ "$total" = "$sum" ] || fail "over '$1': the shared counter ($total) is not the sum of the vCPUs' additions ($sum)"
+  ctl quit >/dev/null || fail "over '$1': quit failed"
+  ended 0
+}
+restored "2 1" 96M
+restored "3" 192M
+restored "1 1 1" 64M
+
+# Refusals, each naming what is wrong, nothing run: a layout that numbers the vCPUs
+# otherwise (1 + 2: vCPU 1 would be APIC ID 2), and a config without [node.K] sections.
+node_memory=96M cluster_conf "1 2"
+"$vmm" --config "$dir/guest.conf" --local --restore "$snap" </dev/null >"$dir/refused" 2>&1 &&
+  fail "a snapshot was restored onto a layout with other APIC IDs"
+grep -q "APIC ID" "$dir/refused" || fail "the refusal does not name the APIC IDs: $(cat "$dir/refused")"
+"$vmm" --kernel "$image" --memory 192M --vcpus 3 --console none --restore "$snap" \
+  </dev/null >"$dir/refused" 2>&1 && fail "a cluster snapshot was restored without [node.K] sections"
+grep -q "cluster config" "$dir/refused" || fail "the refusal does not say why: $(cat "$dir/refused")"
+echo "snapshot-cluster: PASS"
