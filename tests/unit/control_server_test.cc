@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <sstream>
 
 #include "vmm/control/client.h"
@@ -210,6 +211,37 @@ TEST(ControlServer, EventsReachNegotiatedClientsOnly) {
     no.send("{\"execute\": \"qmp_capabilities\", \"id\": 9}\n");
     EXPECT_EQ(no.json()["id"], 9);
     EXPECT_EQ(no.line(200), "");
+}
+
+// A handler's events (a long command's progress) reach the clients before its reply,
+// while it runs: here the handler waits until the listening client has seen its event.
+TEST(ControlServer, AHandlersEventsGoOutWhileItRuns) {
+    TempDir d;
+    auto table = fake_table();
+    ControlServer* server = nullptr;
+    std::promise<void> seen;
+    auto seen_f = seen.get_future().share();
+    table.add("long", "", {}, [&](const Json&) -> Reply {
+        server->emit("PROGRESS", {{"step", 1}});
+        if (seen_f.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
+            return CommandError{"GenericError", "the event did not arrive while the command ran"};
+        return Json{{"done", true}};
+    });
+    auto s = ControlServer::create(d.path / "s", table);
+    ASSERT_TRUE(s) << s.error().message;
+    server = s->get();
+    Raw asker((*s)->path()), listener((*s)->path());
+    asker.negotiate();
+    listener.negotiate();
+    asker.send("{\"execute\": \"long\", \"id\": 1}\n");
+    Json e = listener.json();
+    EXPECT_EQ(e["event"], "PROGRESS");
+    seen.set_value();
+    Json first = asker.json();
+    EXPECT_EQ(first["event"], "PROGRESS");
+    Json reply = asker.json();
+    EXPECT_EQ(reply["id"], 1);
+    EXPECT_EQ(reply["return"]["done"], true) << reply.dump();
 }
 
 TEST(ControlServer, APeerTheUidRuleRefusesIsClosedWithoutAGreeting) {

@@ -26,6 +26,9 @@ class Client {
                          const EventWatch& on_event = {});
     // The next event (queued or arriving within `timeout`), nullopt when none came.
     Result<std::optional<Json>> next_event(std::chrono::milliseconds timeout);
+    // How long execute() waits for the next line from the server (an event or the reply);
+    // connect()'s `timeout` until changed.
+    void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
     // The error class of the last error reply ("" if the last command succeeded).
     const std::string& last_error_class() const { return last_class_; }
 

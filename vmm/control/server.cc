@@ -80,8 +80,25 @@ void ControlServer::emit(const std::string& name, const Json& data) {
         std::lock_guard g(events_mu_);
         events_.push_back(format_event(name, data, std::chrono::system_clock::now()));
     }
+    // From a handler (the server thread, busy with a long command such as snapshot-save):
+    // written at once, so that its progress reaches the clients while it runs.
+    if (std::this_thread::get_id() == thread_.get_id()) {
+        send_events();
+        return;
+    }
     uint64_t one = 1;
     (void)!::write(wake_.get(), &one, sizeof one);
+}
+
+void ControlServer::send_events() {
+    std::vector<std::string> events;
+    {
+        std::lock_guard g(events_mu_);
+        events.swap(events_);
+    }
+    for (const auto& e : events)
+        for (auto& c : clients_)
+            if (c->fd.get() >= 0 && c->session.negotiated() && !send_line(*c, e)) c->fd = Fd();
 }
 
 bool ControlServer::send_line(Client& c, const std::string& line) {
@@ -148,18 +165,13 @@ void ControlServer::loop() {
         if (fds[0].revents) {
             uint64_t v;
             (void)!::read(wake_.get(), &v, sizeof v);
-            std::vector<std::string> events;
             bool stop;
             {
                 std::lock_guard g(events_mu_);
                 stop = stop_;
-                events.swap(events_);
             }
             // Events queued before the stop still go out (SHUTDOWN at vmm-launch's end).
-            for (const auto& e : events)
-                for (auto& c : clients_)
-                    if (c->fd.get() >= 0 && c->session.negotiated() && !send_line(*c, e))
-                        c->fd = Fd();
+            send_events();
             if (stop) return;
         }
         if (fds[1].revents & POLLIN) accept_one();

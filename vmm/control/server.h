@@ -4,8 +4,10 @@
 // Threads: one server thread accepts, reads, runs handlers (one request at a time, so a
 // handler may take long, e.g. waiting for vCPUs to pause, but must never wait for the
 // server thread) and writes every byte that goes to a client. emit() may be called from
-// any thread, a handler included: it queues the event under events_mu_ (held for the push
-// only) and wakes the server thread, which writes it; no lock is held while writing.
+// any thread: it queues the event under events_mu_ (held for the push only) and wakes the
+// server thread, which writes it; no lock is held while writing. Called from a handler
+// (the server thread itself), it writes the queue at once, so that a long command's
+// progress events reach the clients before its reply.
 #pragma once
 
 #include <sys/types.h>
@@ -50,6 +52,8 @@ class ControlServer {
     // Reads what `c` sent and answers it; false when the client is gone.
     bool serve(Client& c);
     static bool send_line(Client& c, const std::string& line);
+    // Writes the queued events to every negotiated client (the server thread).
+    void send_events();
 
     std::string path_;
     const CommandTable& table_;

@@ -144,6 +144,9 @@ int run_request(Client& client, const Request& r, bool json) {
     // snapshot-save: a progress line on stderr (when it is a terminal) as the server's
     // SNAPSHOT_PROGRESS events come.
     const bool progress = r.cmd == "snapshot-save" && ::isatty(2);
+    // A save may write for minutes between two lines of the server (it reports progress
+    // while gathering pages, not while hashing and writing one part).
+    if (r.cmd == "snapshot-save") client.set_timeout(std::chrono::minutes(10));
     auto reply = client.execute(r.cmd, r.args, [&](const Json& ev) {
         if (!progress || ev.value("event", "") != "SNAPSHOT_PROGRESS" || !ev.contains("data"))
             return;
@@ -152,6 +155,7 @@ int run_request(Client& client, const Request& r, bool json) {
                      double(d.value("bytes", uint64_t(0))) / (1 << 20));
     });
     if (progress) std::fputs("\n", stderr);
+    client.set_timeout(std::chrono::seconds(10));  // connect()'s, for the console's next
     if (!reply) {
         std::fprintf(stderr, "kvctl: %s\n", reply.error().message.c_str());
         return 1;
