@@ -146,7 +146,7 @@ class Machine : public IoHandler, public IrqChip {
     };
     // With `parent` (incremental): only the pages the guest wrote since `parent`, which
     // must be the last snapshot this machine saved or was restored from (KVM's dirty log
-    // holds the writes since then). Single-node guests only (Refused over several nodes).
+    // holds the writes since then, on every node).
     Result<SnapshotSave> save_snapshot(const std::string& dir, bool stop,
                                        const std::optional<std::string>& parent = {});
     // What Ctrl-A c on the console switches to (null: no monitor); set before run(), and
@@ -195,6 +195,13 @@ class Machine : public IoHandler, public IrqChip {
     // The non-zero pages of this node's home range from guest address `from` on, at most
     // one control message's worth: {"gpas", "data", "next"} (ControlOp::SaveMemory).
     Result<control::Json> save_memory_chunk(uint64_t from);
+    // Every such chunk of node `k` (SaveMemory until "next" is null), in address order.
+    struct HomePages {
+        std::vector<uint64_t> gpas;
+        std::vector<uint8_t> data;  // a page per address
+    };
+    // Any thread; `bytes` counts what has come so far.
+    Status gather_home_pages(uint32_t k, HomePages& out, std::atomic<uint64_t>& bytes);
     // A step on node `k`, here or over the cluster control (snapshots' timeout).
     Result<control::Json> snapshot_step_on(uint32_t k, ControlOp op, const control::Json& args);
     // Guest-physical ranges [first, second) of node `k`'s home slice of RAM (all of RAM on
@@ -209,7 +216,17 @@ class Machine : public IoHandler, public IrqChip {
     Result<std::string> guest_digest();
     std::optional<std::string> guest_digest_;
     Status collect_dirty();
+    // After a snapshot `base_dir` was saved or restored: every node's log starts again
+    // (clear_dirty_log here, ControlOp::DirtyLog {"reset": true} elsewhere).
     Status reset_dirty(const std::string& base_dir);
+    Status clear_dirty_log();  // this node's: on if it was not, and empty
+    // This node's logged pages from guest address `from` on, a message's worth:
+    // {"gpas", "next"} (ControlOp::DirtyLog).
+    Result<control::Json> dirty_chunk(uint64_t from);
+    // Every node's logged pages, sorted, each once.
+    Result<std::vector<uint64_t>> dirty_pages_everywhere();
+    Status gather_listed_pages(uint32_t k, const std::vector<uint64_t>& gpas, HomePages& out,
+                               std::atomic<uint64_t>& bytes);
     bool dirty_logging_ = false;
     std::vector<std::vector<uint64_t>> dirty_;
     std::optional<std::string> dirty_base_;

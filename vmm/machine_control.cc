@@ -140,6 +140,7 @@ Result<Json> Machine::serve_control(ControlOp op, const Json& args) {
         case ControlOp::RestoreVcpu:
         case ControlOp::SaveMemory:
         case ControlOp::RestoreMemory:
+        case ControlOp::DirtyLog:
             return serve_snapshot_step(op, args);
     }
     return Error{"unknown control operation"};

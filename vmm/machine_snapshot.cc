@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <thread>
 
 #include "base/log.h"
 #include "interconnect/auth.h"
@@ -59,6 +60,13 @@ std::string parent_dir(const std::string& child, const std::string& parent) {
     return parent.starts_with("/") ? parent : child + "/" + parent;
 }
 
+// A page-aligned address inside one of `ranges` ([first, second)).
+bool in_ranges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_t gpa) {
+    return gpa % kPage == 0 && std::any_of(ranges.begin(), ranges.end(), [&](const auto& r) {
+               return gpa >= r.first && gpa < r.second;
+           });
+}
+
 std::span<const uint8_t> bytes_of(const std::string& s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
@@ -68,11 +76,6 @@ std::span<const uint8_t> bytes_of(const std::string& s) {
 Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, bool stop,
                                                      const std::optional<std::string>& parent) {
     if (!io_node()) return Error{"snapshot-save: only the I/O node saves the guest"};
-    if (multi_ && parent)
-        return Error{
-            "snapshot-save: incremental-from: a guest over several nodes has no log of the "
-            "pages written since a snapshot yet (issue 13); take a full snapshot",
-            ErrorCode::Refused};
     if (dir.empty()) return Error{"snapshot-save: empty directory name"};
     // Before the pause: the first call hashes the kernel and initrd.
     if (auto d = guest_digest(); !d) return Error{"snapshot-save: " + d.error().message};
@@ -85,7 +88,7 @@ Result<Machine::SnapshotSave> Machine::save_snapshot(const std::string& dir, boo
     SnapshotSave out;
     out.dir = dir;
     Status written = write_snapshot(dir, parent, out);
-    if (written && !multi_)
+    if (written)
         if (auto st = reset_dirty(dir); !st) {
             // The snapshot stands; only snapshots incremental from it cannot be taken.
             dirty_base_.reset();
@@ -215,41 +218,61 @@ Status Machine::write_snapshot(const std::string& dir, const std::optional<std::
     progress("memory");
     if (multi_) {
         // Each node reads its own home range (through the coherence engine: a page another
-        // node holds modified is fetched) and sends the non-zero pages; one part each.
-        for (uint32_t k = 0; k < topo_.num_nodes; ++k) {
-            std::vector<uint8_t> data;
-            std::vector<uint64_t> gpas;
-            Json from = uint64_t(0);
-            while (!from.is_null()) {
-                auto r = snapshot_step_on(k, ControlOp::SaveMemory, {{"from", from}});
-                if (!r)
-                    return Error{"memory of node " + std::to_string(k) + ": " + r.error().message};
-                const Json& j = *r;
-                if (!j.contains("gpas") || !j["gpas"].is_array() || !j.contains("data") ||
-                    !j["data"].is_binary() || !j.contains("next") ||
-                    (!j["next"].is_null() && !j["next"].is_number_unsigned()) ||
-                    j["data"].get_binary().size() != j["gpas"].size() * kPage)
-                    return Error{"memory of node " + std::to_string(k) + ": a malformed answer"};
-                for (const auto& g : j["gpas"]) {
-                    if (!g.is_number_unsigned() || !mem_->host_ptr(Gpa(g.get<uint64_t>()), kPage))
-                        return Error{"memory of node " + std::to_string(k) +
-                                     ": a page outside guest RAM in the answer"};
-                    gpas.push_back(g.get<uint64_t>());
-                }
-                const auto& b = j["data"].get_binary();
-                data.insert(data.end(), b.begin(), b.end());
-                from = j["next"];
+        // node holds modified is fetched) and sends the non-zero pages, every node at
+        // once (a thread per other node, this one's own range here); one part each.
+        const uint32_t n = topo_.num_nodes;
+        // Incremental: the pages any node's vCPUs wrote since the parent (every node's
+        // KVM dirty log), each read on its home node, zero or not.
+        std::vector<std::vector<uint64_t>> written(n);
+        if (parent) {
+            auto dirty = dirty_pages_everywhere();
+            if (!dirty) return dirty.error();
+            for (uint32_t k = 0; k < n; ++k)
+                for (auto [first, end] : home_ranges(k))
+                    for (uint64_t g : *dirty)
+                        if (g >= first && g < end) written[k].push_back(g);
+        }
+        std::vector<HomePages> pages(n);
+        std::vector<Status> got(n);
+        std::atomic<uint64_t> gathered{0};  // bytes of pages, every node's
+        std::mutex done_mu;
+        std::condition_variable done_cv;
+        uint32_t done = 0;  // under done_mu
+        {
+            std::vector<std::jthread> readers;
+            for (uint32_t k = 0; k < n; ++k)
+                readers.emplace_back([&, k] {
+                    got[k] = parent ? gather_listed_pages(k, written[k], pages[k], gathered)
+                                    : gather_home_pages(k, pages[k], gathered);
+                    std::lock_guard g(done_mu);
+                    ++done;
+                    done_cv.notify_all();
+                });
+            // This thread reports progress while they read (kvctl waits on it).
+            std::unique_lock lk(done_mu);
+            while (!done_cv.wait_for(lk, std::chrono::seconds(1), [&] { return done == n; })) {
+                lk.unlock();
+                emit_event(
+                    "SNAPSHOT_PROGRESS",
+                    {{"dir", dir}, {"phase", "memory"}, {"bytes", out.bytes + gathered.load()}});
+                lk.lock();
             }
-            // Runs of consecutive pages, each one span of `data`.
+        }
+        for (uint32_t k = 0; k < n; ++k) {
+            if (!got[k])
+                return Error{"memory of node " + std::to_string(k) + ": " + got[k].error().message};
+            const auto& gpas = pages[k].gpas;
+            // Runs of consecutive pages, each one span of the node's data.
             std::vector<snapshot::RamSpan> ram;
             for (size_t p = 0; p < gpas.size();) {
                 size_t e = p + 1;
                 while (e < gpas.size() && gpas[e] == gpas[e - 1] + kPage) ++e;
-                ram.push_back({gpas[p], {data.data() + p * kPage, (e - p) * kPage}});
+                ram.push_back({gpas[p], {pages[k].data.data() + p * kPage, (e - p) * kPage}});
                 p = e;
             }
             snapshot::MemoryImageInfo info;
-            KV_TRY(add(memory_part(k), snapshot::encode_memory_image(ram, &info, false)));
+            KV_TRY(
+                add(memory_part(k), snapshot::encode_memory_image(ram, &info, parent.has_value())));
             out.pages += info.pages;
             progress("memory");
         }
@@ -305,9 +328,68 @@ Status Machine::collect_dirty() {
 
 Status Machine::reset_dirty(const std::string& base_dir) {
     // The guest is paused (or has not run): nothing is written between the snapshot and
-    // the start of the new log.
+    // the start of the new log, on any node.
     auto r = snapshot::Reader::open(base_dir);
     if (!r) return r.error();
+    KV_TRY(clear_dirty_log());
+    if (control_)
+        for (auto& a : control_->ask_all(ControlOp::DirtyLog, {{"reset", true}}, kStepTimeout))
+            if (!a.reply)
+                return Error{"node " + std::to_string(a.node) + ": " + a.reply.error().message};
+    dirty_base_ = r->manifest_sha256();
+    return {};
+}
+
+Result<std::vector<uint64_t>> Machine::dirty_pages_everywhere() {
+    std::vector<uint64_t> all;
+    for (uint32_t k = 0; k < topo_.num_nodes; ++k) {
+        Json from = uint64_t(0);
+        while (!from.is_null()) {
+            auto r = snapshot_step_on(k, ControlOp::DirtyLog, {{"from", from}});
+            if (!r)
+                return Error{"the writes logged on node " + std::to_string(k) + ": " +
+                             r.error().message};
+            const Json& j = *r;
+            if (!j.contains("gpas") || !j["gpas"].is_array() || !j.contains("next") ||
+                (!j["next"].is_null() && !j["next"].is_number_unsigned()))
+                return Error{"the writes logged on node " + std::to_string(k) +
+                             ": a malformed answer"};
+            for (const auto& g : j["gpas"]) {
+                if (!g.is_number_unsigned() || !mem_->host_ptr(Gpa(g.get<uint64_t>()), kPage))
+                    return Error{"the writes logged on node " + std::to_string(k) +
+                                 ": a page outside guest RAM"};
+                all.push_back(g.get<uint64_t>());
+            }
+            from = j["next"];
+        }
+    }
+    std::sort(all.begin(), all.end());
+    all.erase(std::unique(all.begin(), all.end()), all.end());
+    return all;
+}
+
+Result<Json> Machine::dirty_chunk(uint64_t from) {
+    if (!dirty_logging_)
+        return Error{
+            "no log of the guest's writes here (no snapshot was saved or restored since "
+            "this node started)"};
+    KV_TRY(collect_dirty());
+    constexpr size_t kMax = 4000;  // addresses a message (CBOR: up to 9 bytes each)
+    Json gpas = Json::array();
+    const auto& regions = mem_->regions();
+    for (size_t i = 0; i < regions.size(); ++i) {
+        const uint64_t base = regions[i].base.value, pages = regions[i].size / kPage;
+        for (uint64_t pg = from > base ? (from - base) / kPage : 0; pg < pages; ++pg) {
+            if (!(dirty_[i][pg / 64] >> (pg % 64) & 1)) continue;
+            if (gpas.size() == kMax)
+                return Json{{"gpas", std::move(gpas)}, {"next", base + pg * kPage}};
+            gpas.push_back(base + pg * kPage);
+        }
+    }
+    return Json{{"gpas", std::move(gpas)}, {"next", nullptr}};
+}
+
+Status Machine::clear_dirty_log() {
     const auto& regions = mem_->regions();
     if (!dirty_logging_) {
         dirty_.resize(regions.size());
@@ -322,7 +404,6 @@ Status Machine::reset_dirty(const std::string& base_dir) {
     }
     KV_TRY(collect_dirty());  // what KVM logged before this point is the parent's
     for (auto& d : dirty_) std::fill(d.begin(), d.end(), 0);
-    dirty_base_ = r->manifest_sha256();
     return {};
 }
 
@@ -446,6 +527,51 @@ Result<Json> Machine::snapshot_step_on(uint32_t k, ControlOp op, const Json& arg
     return control_->ask(k, op, args, kStepTimeout);
 }
 
+Status Machine::gather_home_pages(uint32_t k, HomePages& out, std::atomic<uint64_t>& bytes) {
+    Json from = uint64_t(0);
+    while (!from.is_null()) {
+        auto r = snapshot_step_on(k, ControlOp::SaveMemory, {{"from", from}});
+        if (!r) return r.error();
+        const Json& j = *r;
+        if (!j.contains("gpas") || !j["gpas"].is_array() || !j.contains("data") ||
+            !j["data"].is_binary() || !j.contains("next") ||
+            (!j["next"].is_null() && !j["next"].is_number_unsigned()) ||
+            j["data"].get_binary().size() != j["gpas"].size() * kPage)
+            return Error{"a malformed answer"};
+        for (const auto& g : j["gpas"]) {
+            if (!g.is_number_unsigned() || !mem_->host_ptr(Gpa(g.get<uint64_t>()), kPage) ||
+                (!out.gpas.empty() && g.get<uint64_t>() <= out.gpas.back()))
+                return Error{"a page outside guest RAM or out of order in the answer"};
+            out.gpas.push_back(g.get<uint64_t>());
+        }
+        const auto& b = j["data"].get_binary();
+        out.data.insert(out.data.end(), b.begin(), b.end());
+        bytes += b.size();
+        from = j["next"];
+    }
+    return {};
+}
+
+Status Machine::gather_listed_pages(uint32_t k, const std::vector<uint64_t>& gpas, HomePages& out,
+                                    std::atomic<uint64_t>& bytes) {
+    for (size_t i = 0; i < gpas.size(); i += kChunkPages) {
+        Json chunk = Json::array();
+        for (size_t j = i; j < std::min(gpas.size(), i + kChunkPages); ++j)
+            chunk.push_back(gpas[j]);
+        auto r = snapshot_step_on(k, ControlOp::SaveMemory, {{"gpas", chunk}});
+        if (!r) return r.error();
+        if (!r->contains("data") || !(*r)["data"].is_binary() ||
+            (*r)["data"].get_binary().size() != chunk.size() * kPage)
+            return Error{"a malformed answer"};
+        const auto& b = (*r)["data"].get_binary();
+        out.data.insert(out.data.end(), b.begin(), b.end());
+        out.gpas.insert(out.gpas.end(), gpas.begin() + long(i),
+                        gpas.begin() + long(std::min(gpas.size(), i + kChunkPages)));
+        bytes += b.size();
+    }
+    return {};
+}
+
 Result<Json> Machine::save_memory_chunk(uint64_t from) {
     // Bounded in bytes (one message) and in time (a long run of zero pages), so that the
     // I/O node's step never times out on a large range.
@@ -507,6 +633,25 @@ Result<Json> Machine::serve_snapshot_step(ControlOp op, const Json& args) {
             return Json::object();
         }
         case ControlOp::SaveMemory: {
+            if (auto g = args.find("gpas"); g != args.end()) {
+                // The listed pages of this node's home range (an incremental save), as
+                // they are, zero or not.
+                if (!g->is_array() || g->size() > kChunkPages)
+                    return Error{"save-memory: gpas must list at most " +
+                                 std::to_string(kChunkPages) + " pages"};
+                const auto ranges = home_ranges(self_);
+                std::vector<uint8_t> data(g->size() * kPage);
+                for (size_t i = 0; i < g->size(); ++i) {
+                    const Json& a = (*g)[i];
+                    const uint64_t gpa = a.is_number_unsigned() ? a.get<uint64_t>() : 1;
+                    if (!in_ranges(ranges, gpa))
+                        return Error{"save-memory: " + a.dump() + " is not a page of node " +
+                                     std::to_string(self_) + "'s home range"};
+                    KV_TRY(mem_->read(Gpa(gpa), std::span(data).subspan(i * kPage, kPage)));
+                }
+                return Json{
+                    {"gpas", *g}, {"data", Json::binary(std::move(data))}, {"next", nullptr}};
+            }
             auto from = uint_arg(args, "from", UINT64_MAX);
             if (!from) return from.error();
             if (*from % kPage) return Error{"from must be page-aligned"};
@@ -523,16 +668,21 @@ Result<Json> Machine::serve_snapshot_step(ControlOp op, const Json& args) {
             for (size_t i = 0; i < g->size(); ++i) {
                 const Json& a = (*g)[i];
                 const uint64_t gpa = a.is_number_unsigned() ? a.get<uint64_t>() : 1;
-                const bool home = gpa % kPage == 0 &&
-                                  std::any_of(ranges.begin(), ranges.end(), [&](const auto& r) {
-                                      return gpa >= r.first && gpa < r.second;
-                                  });
-                if (!home)
+                if (!in_ranges(ranges, gpa))
                     return Error{"restore-memory: " + a.dump() + " is not a page of node " +
                                  std::to_string(self_) + "'s home range"};
                 KV_TRY(mem_->write(Gpa(gpa), std::span(data).subspan(i * kPage, kPage)));
             }
             return Json::object();
+        }
+        case ControlOp::DirtyLog: {
+            if (auto r = args.find("reset"); r != args.end() && r->is_boolean() && r->get<bool>()) {
+                KV_TRY(clear_dirty_log());
+                return Json::object();
+            }
+            auto from = uint_arg(args, "from", UINT64_MAX);
+            if (!from) return from.error();
+            return dirty_chunk(*from);
         }
         default:
             break;
@@ -684,10 +834,8 @@ Status Machine::restore_snapshot(const std::string& dir) {
         if (!r) return fail(who + " (on node " + std::to_string(k) + "): " + r.error().message);
     }
     restored_ = clocks;
-    // Later snapshots may be incremental from this one (one node: KVM's dirty log).
-    if (multi_) {
-        dirty_base_.reset();
-    } else if (auto st = reset_dirty(dir); !st) {
+    // Later snapshots may be incremental from this one (KVM's dirty log on every node).
+    if (auto st = reset_dirty(dir); !st) {
         dirty_base_.reset();
         KV_WARN(
             "restore: %s: the guest's writes cannot be logged (%s): no snapshot can be "

@@ -32,6 +32,8 @@ const char* to_string(ControlOp op) {
             return "save-memory";
         case ControlOp::RestoreMemory:
             return "restore-memory";
+        case ControlOp::DirtyLog:
+            return "dirty-log";
     }
     return "unknown";
 }

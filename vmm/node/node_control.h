@@ -50,9 +50,13 @@ enum class ControlOp : uint64_t {
     SaveVcpu = 8,        // {"vcpu"}: the state of a vCPU placed here: {"state": BYTES}
     RestoreVcpu = 9,     // {"vcpu", "state": BYTES}: restored here, left paused until Resume
     SaveMemory = 10,     // {"from": GPA}: non-zero pages of this node's home range from GPA:
-                         // {"gpas": [...], "data": BYTES, "next": GPA or null (the end)}
+                         // {"gpas": [...], "data": BYTES, "next": GPA or null (the end)};
+                         // {"gpas": [...]}: those pages, zero or not (an incremental save)
     RestoreMemory = 11,  // {"gpas": [...], "data": BYTES}: pages of this node's home range
-    Last = RestoreMemory,
+    // {"reset": true}: this node's KVM dirty log starts again (after a snapshot);
+    // {"from": GPA}: the pages its vCPUs wrote since: {"gpas": [...], "next": GPA or null}
+    DirtyLog = 12,
+    Last = DirtyLog,
 };
 const char* to_string(ControlOp op);
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Checkpoint/restart of a Linux guest over 2 lab hosts: the guest runs a computation in 8
+# steps (parallel-work rounds of growing size; each step's checksum line is kept in the
+# guest's /tmp) and prints the MD5 of those lines at the end. After step 3, kvctl on host
+# 0 saves a snapshot with --stop; then every node's vmm-launch is killed (kill -9, both
+# hosts). The snapshot is restored on 1 host (a cluster config of one node with the
+# guest's 2 vCPUs and all its RAM), and again on the 2 hosts; each restored guest goes on
+# from step 4 and ends by itself.
+#
+# snapshot.sh PARALLEL_WORK_NATIVE [LAB-BOOT-OPTION...]   (cluster.hosts2.snapshot)
+# Passes when: every control step succeeded (KV-LAB-CONTROL-STATUS=0), both restored runs
+# printed the checksum that the same computation gives when run here without a break
+# (PARALLEL_WORK_NATIVE is guest-image/programs/parallel-work.c built for this machine),
+# neither printed a step from before the snapshot again (the guest went on; it did not
+# boot), both guests reported status 0 and vmm-launch exited 0 after each restore.
+set -uo pipefail
+native=$1
+shift
+[[ -x $native ]] || { echo "snapshot: FAIL: $native is missing (build parallel-work-native)" >&2; exit 1; }
+lab=$(cd "$(dirname "$0")/../.." && pwd)/scripts/lab
+script=$(mktemp /tmp/kv-snapshot-script.XXXXXX)
+out=$(mktemp /tmp/kv-snapshot-out.XXXXXX)
+sums=$(mktemp /tmp/kv-snapshot-sums.XXXXXX)
+trap 'rm -f "$script" "$out" "$sums"' EXIT
+for i in 1 2 3 4 5 6 7 8; do
+  "$native" -u "${i}0" -m 2 | grep -o 'checksum.[0-9a-f]*' | sort -u >>"$sums"
+done
+want=$(md5sum <"$sums" | cut -c1-32)
+echo "snapshot: the computation's checksum, run here: $want"
+
+cat >"$script" <<'SCRIPT'
+set -e
+wait_console 'KV-STEP-3' 1800 'KV-EXIT-STATUS'
+kvctl snapshot save /tmp/snap --stop
+# Every node is killed: all that is left of the guest is the snapshot.
+lab_node 1 kill
+killall -9 vmm-launch
+ls /tmp/snap
+opts=$(cat /kv/vmm-options)
+cmdline=$(cat /kv/cmdline)
+# One node with every vCPU and all the RAM of the nodes in /kv/cluster.conf.
+vcpus=$(sed -n 's/^vcpus = //p' /kv/cluster.conf | awk '{ s += $1 } END { print s }')
+mib=$(sed -n 's/^memory = \([0-9]*\)M$/\1/p' /kv/cluster.conf | awk '{ s += $1 } END { print s }')
+{
+  awk '/^\[node\./ { exit } { print }' /kv/cluster.conf
+  printf '[node.0]\naddress = 127.0.0.1\nport = 7700\nvcpus = %s\nmemory = %sM\n' "$vcpus" "$mib"
+} >/tmp/one-node.conf
+# restore WHERE CONFIG: node 0 restored from the snapshot over CONFIG until the guest
+# ends; its console's step and checksum lines are shown with WHERE in front.
+restore() {
+  status=0
+  # shellcheck disable=SC2086 # the options are words
+  timeout 1200 vmm-launch --config "$2" --node 0 --cmdline "$cmdline" $opts --restore /tmp/snap \
+    >"/tmp/restore-$1.log" 2>&1 || status=$?
+  tr -d '\r' <"/tmp/restore-$1.log" | grep -E 'KV-STEP-|KV-SUM-|KV-EXIT-STATUS|vmm-launch|restore' |
+    sed "s/^/$1: /"
+  echo "$1: KV-RESTORE-VMM-STATUS=$status"
+}
+restore one-host /tmp/one-node.conf
+lab_node 1 run
+restore two-hosts /kv/cluster.conf
+SCRIPT
+guest='for i in 1 2 3 4 5 6 7 8; do parallel-work -u ${i}0 -m 2|grep -o checksum.[0-9a-f]*|sort -u>>/tmp/s;echo KV-STEP-$i;done;echo KV-SUM-$(md5sum</tmp/s)'
+"$lab" boot --control-script "$script" "$@" -- "$guest" 2>&1 | tee "$out"
+
+name=snapshot
+. "$(dirname "$0")/check-lib.sh"
+check "every control step succeeded" '^KV-LAB-CONTROL-STATUS=0$'
+check "the snapshot was saved with the guest paused" '^ctl: status: paused$'
+for where in one-host two-hosts; do
+  check "restored on $where, the guest printed the checksum of a run without a break" "^ctl: $where: KV-SUM-$want"
+  check "restored on $where, the guest went on to the last step" "^ctl: $where: KV-STEP-8"
+  if grep -Eq "^ctl: $where: KV-STEP-[123]\$" "$out"; then
+    echo "snapshot: FAIL: restored on $where, the guest printed a step from before the snapshot again (it booted)" >&2
+    ok=0
+  fi
+  check "restored on $where, the guest reported status 0" "^ctl: $where: KV-EXIT-STATUS=0"
+  check "restored on $where, vmm-launch exited 0" "^ctl: $where: KV-RESTORE-VMM-STATUS=0$"
+done
+((ok)) && echo "snapshot: ok"
+((ok))
