@@ -139,8 +139,9 @@ class Machine : public IoHandler, public IrqChip {
     // pages of their home ranges (one memory part per node).
     struct SnapshotSave {
         std::string dir;
-        uint64_t bytes = 0;                   // every part, the manifest not counted
-        uint64_t pages = 0, zero_pages = 0;   // of guest RAM: written, left out
+        uint64_t bytes = 0;                  // every part, the manifest not counted
+        uint64_t pages = 0, zero_pages = 0;  // of guest RAM: written, left out
+        uint32_t node_parts = 0;  // memory parts other nodes wrote themselves (same file system)
         uint64_t pause_ns = 0, total_ns = 0;  // the guest stood still / the whole save
         bool paused = false;                  // the guest is left paused
     };

@@ -141,6 +141,7 @@ Result<Json> Machine::serve_control(ControlOp op, const Json& args) {
         case ControlOp::SaveMemory:
         case ControlOp::RestoreMemory:
         case ControlOp::DirtyLog:
+        case ControlOp::SaveMemoryPart:
             return serve_snapshot_step(op, args);
     }
     return Error{"unknown control operation"};

@@ -1,12 +1,15 @@
 // Machine: snapshots of the whole guest, saved (save_snapshot, from the control plane) and
 // restored (--restore, instead of a boot). docs/snapshots.md.
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cinttypes>
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <random>
 #include <thread>
 
 #include "base/log.h"
@@ -58,6 +61,49 @@ uint64_t elapsed_ns(std::chrono::steady_clock::time_point since) {
 // An incremental snapshot's parent, named relative to the snapshot's own directory.
 std::string parent_dir(const std::string& child, const std::string& parent) {
     return parent.starts_with("/") ? parent : child + "/" + parent;
+}
+
+// How long another node may take to read, encode and write its whole memory part.
+constexpr std::chrono::milliseconds kPartTimeout{600'000};
+
+// 32 hex digits from the kernel's random source (std::random_device is /dev/urandom
+// or RDRAND with libstdc++).
+std::string random_token() {
+    std::random_device rd;
+    char buf[33];
+    for (int i = 0; i < 4; ++i) std::snprintf(buf + 8 * i, 9, "%08x", unsigned(rd()));
+    return buf;
+}
+
+Status write_text(const std::string& path, const std::string& text) {
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (fd.get() < 0) return Error::from_errno(path);
+    if (::write(fd.get(), text.data(), text.size()) != ssize_t(text.size()))
+        return Error::from_errno(path);
+    return {};
+}
+
+std::optional<std::string> read_text(const std::string& path, size_t max) {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) return std::nullopt;
+    std::string out(max, '\0');
+    ssize_t n = ::read(fd.get(), out.data(), max);
+    if (n < 0) return std::nullopt;
+    out.resize(size_t(n));
+    return out;
+}
+
+// Runs of consecutive pages of `gpas` (ascending), each one span of `data` (a page each).
+std::vector<snapshot::RamSpan> page_runs(const std::vector<uint64_t>& gpas,
+                                         const std::vector<uint8_t>& data) {
+    std::vector<snapshot::RamSpan> ram;
+    for (size_t p = 0; p < gpas.size();) {
+        size_t e = p + 1;
+        while (e < gpas.size() && gpas[e] == gpas[e - 1] + kPage) ++e;
+        ram.push_back({gpas[p], {data.data() + p * kPage, (e - p) * kPage}});
+        p = e;
+    }
+    return ram;
 }
 
 // A page-aligned address inside one of `ranges` ([first, second)).
@@ -234,6 +280,17 @@ Status Machine::write_snapshot(const std::string& dir, const std::optional<std::
         }
         std::vector<HomePages> pages(n);
         std::vector<Status> got(n);
+        // A full save: another node that reaches the temporary directory (same host, or a
+        // shared file system; it proves it by reading the token written there) writes its
+        // part itself; otherwise it sends its pages here.
+        std::vector<std::optional<snapshot::PartInfo>> remote(n);
+        std::vector<uint64_t> remote_pages(n);
+        const std::string token_file = w->temp_dir() + "/.node-token";
+        std::string token;
+        if (!parent) {
+            token = random_token();
+            KV_TRY(write_text(token_file, token));
+        }
         std::atomic<uint64_t> gathered{0};  // bytes of pages, every node's
         std::mutex done_mu;
         std::condition_variable done_cv;
@@ -242,8 +299,35 @@ Status Machine::write_snapshot(const std::string& dir, const std::optional<std::
             std::vector<std::jthread> readers;
             for (uint32_t k = 0; k < n; ++k)
                 readers.emplace_back([&, k] {
-                    got[k] = parent ? gather_listed_pages(k, written[k], pages[k], gathered)
-                                    : gather_home_pages(k, pages[k], gathered);
+                    if (!parent && k != self_) {
+                        auto r = control_->ask(k, ControlOp::SaveMemoryPart,
+                                               {{"dir", fs::absolute(w->temp_dir()).string()},
+                                                {"token", token},
+                                                {"name", memory_part(k)}},
+                                               kPartTimeout);
+                        if (r && r->value("written", false)) {
+                            const Json& j = *r;
+                            if (j.contains("bytes") && j["bytes"].is_number_unsigned() &&
+                                j.contains("sha256") && j["sha256"].is_string() &&
+                                j.contains("pages") && j["pages"].is_number_unsigned()) {
+                                remote[k] =
+                                    snapshot::PartInfo{memory_part(k), j["bytes"].get<uint64_t>(),
+                                                       j["sha256"].get<std::string>()};
+                                remote_pages[k] = j["pages"].get<uint64_t>();
+                            } else {
+                                got[k] = Error{"a malformed answer to save-memory-part"};
+                            }
+                        } else if (!r) {
+                            got[k] = r.error();
+                        } else {
+                            KV_DEBUG("snapshot: node %u sends its pages: %s", k,
+                                     r->value("why", std::string("?")).c_str());
+                            got[k] = gather_home_pages(k, pages[k], gathered);
+                        }
+                    } else {
+                        got[k] = parent ? gather_listed_pages(k, written[k], pages[k], gathered)
+                                        : gather_home_pages(k, pages[k], gathered);
+                    }
                     std::lock_guard g(done_mu);
                     ++done;
                     done_cv.notify_all();
@@ -258,21 +342,22 @@ Status Machine::write_snapshot(const std::string& dir, const std::optional<std::
                 lk.lock();
             }
         }
+        if (!parent) ::unlink(token_file.c_str());
         for (uint32_t k = 0; k < n; ++k) {
             if (!got[k])
                 return Error{"memory of node " + std::to_string(k) + ": " + got[k].error().message};
-            const auto& gpas = pages[k].gpas;
-            // Runs of consecutive pages, each one span of the node's data.
-            std::vector<snapshot::RamSpan> ram;
-            for (size_t p = 0; p < gpas.size();) {
-                size_t e = p + 1;
-                while (e < gpas.size() && gpas[e] == gpas[e - 1] + kPage) ++e;
-                ram.push_back({gpas[p], {pages[k].data.data() + p * kPage, (e - p) * kPage}});
-                p = e;
+            if (remote[k]) {
+                KV_TRY(w->adopt_part(*remote[k]));
+                ++out.node_parts;
+                out.bytes += remote[k]->bytes;
+                out.pages += remote_pages[k];
+                progress("memory");
+                continue;
             }
             snapshot::MemoryImageInfo info;
-            KV_TRY(
-                add(memory_part(k), snapshot::encode_memory_image(ram, &info, parent.has_value())));
+            KV_TRY(add(memory_part(k),
+                       snapshot::encode_memory_image(page_runs(pages[k].gpas, pages[k].data), &info,
+                                                     parent.has_value())));
             out.pages += info.pages;
             progress("memory");
         }
@@ -674,6 +759,28 @@ Result<Json> Machine::serve_snapshot_step(ControlOp op, const Json& args) {
                 KV_TRY(mem_->write(Gpa(gpa), std::span(data).subspan(i * kPage, kPage)));
             }
             return Json::object();
+        }
+        case ControlOp::SaveMemoryPart: {
+            for (const char* key : {"dir", "token", "name"})
+                if (!args.contains(key) || !args[key].is_string())
+                    return Error{std::string("save-memory-part: ") + key + " must be a string"};
+            const std::string dir = args["dir"].get<std::string>();
+            const auto seen = read_text(dir + "/.node-token", 64);
+            if (!seen || *seen != args["token"].get<std::string>())
+                return Json{{"written", false},
+                            {"why", dir + " is not the I/O node's directory here (another host)"}};
+            HomePages pages;
+            std::atomic<uint64_t> bytes{0};
+            KV_TRY(gather_home_pages(self_, pages, bytes));
+            snapshot::MemoryImageInfo info;
+            const auto image =
+                snapshot::encode_memory_image(page_runs(pages.gpas, pages.data), &info, false);
+            auto part = snapshot::write_part(dir, args["name"].get<std::string>(), image);
+            if (!part) return part.error();
+            return Json{{"written", true},
+                        {"bytes", part->bytes},
+                        {"sha256", part->sha256},
+                        {"pages", info.pages}};
         }
         case ControlOp::DirtyLog: {
             if (auto r = args.find("reset"); r != args.end() && r->is_boolean() && r->get<bool>()) {

@@ -43,6 +43,8 @@ grep -qx 'status: running' "$dir/lsave" || fail "the guest does not run on after
 for part in memory-node-0 memory-node-1 vcpu-0 vcpu-1 vcpu-2 machine.json; do
   [ -f "$dir/live/$part" ] || fail "no part $part in the snapshot: $(ls "$dir/live")"
 done
+# The nodes share this host's file system: node 1 wrote its part itself.
+grep -qx 'node_parts: 1' "$dir/lsave" || fail "node 1 did not write its own memory part: $(cat "$dir/lsave")"
 grep -q '"nodes": 2' "$dir/live/manifest.json" || fail "the manifest does not say 2 nodes: $(cat "$dir/live/manifest.json")"
 c=$(read_u64 0x101000)
 wait_at_least 0x101000 $((c + 100000)) || fail "the guest does not count on after the save"

@@ -12,7 +12,10 @@
 # printed the checksum that the same computation gives when run here without a break
 # (PARALLEL_WORK_NATIVE is guest-image/programs/parallel-work.c built for this machine),
 # neither printed a step from before the snapshot again (the guest went on; it did not
-# boot), both guests reported status 0 and vmm-launch exited 0 after each restore.
+# boot), the guest's uptime at its first step after each restore is no less than at its
+# last step before the save (its clock did not step back), node 1 sent its pages (the
+# hosts share no file system), both guests reported status 0 and vmm-launch exited 0
+# after each restore.
 set -uo pipefail
 native=$1
 shift
@@ -60,22 +63,34 @@ restore one-host /tmp/one-node.conf
 lab_node 1 run
 restore two-hosts /kv/cluster.conf
 SCRIPT
-guest='for i in 1 2 3 4 5 6 7 8; do parallel-work -u ${i}0 -m 2|grep -o checksum.[0-9a-f]*|sort -u>>/tmp/s;echo KV-STEP-$i;done;echo KV-SUM-$(md5sum</tmp/s)'
+guest='for i in 1 2 3 4 5 6 7 8; do parallel-work -u ${i}0 -m 2|grep -o checksum.[0-9a-f]*|sort -u>>/tmp/s;read u x </proc/uptime;echo KV-STEP-$i $u;done;echo KV-SUM-$(md5sum</tmp/s)'
 "$lab" boot --control-script "$script" "$@" -- "$guest" 2>&1 | tee "$out"
 
 name=snapshot
 . "$(dirname "$0")/check-lib.sh"
 check "every control step succeeded" '^KV-LAB-CONTROL-STATUS=0$'
 check "the snapshot was saved with the guest paused" '^ctl: status: paused$'
+# The hosts share no file system: node 1 sent its pages to node 0.
+check "node 1 sent its pages (it does not reach host 0's directory)" '^ctl: node_parts: 0$'
 for where in one-host two-hosts; do
   check "restored on $where, the guest printed the checksum of a run without a break" "^ctl: $where: KV-SUM-$want"
   check "restored on $where, the guest went on to the last step" "^ctl: $where: KV-STEP-8"
-  if grep -Eq "^ctl: $where: KV-STEP-[123]\$" "$out"; then
+  if grep -Eq "^ctl: $where: KV-STEP-[123] " "$out"; then
     echo "snapshot: FAIL: restored on $where, the guest printed a step from before the snapshot again (it booted)" >&2
     ok=0
   fi
   check "restored on $where, the guest reported status 0" "^ctl: $where: KV-EXIT-STATUS=0"
   check "restored on $where, vmm-launch exited 0" "^ctl: $where: KV-RESTORE-VMM-STATUS=0$"
+done
+# The guest's clock (its uptime at each step) goes on from where it was at the save.
+before=$(grep -av '^ctl:' "$out" | tr -d '\r' | sed -n 's/.*KV-STEP-[0-9]* \([0-9.]*\).*/\1/p' | tail -n 1)
+for where in one-host two-hosts; do
+  after=$(grep -a "^ctl: $where: KV-STEP-" "$out" | head -n 1 | sed -n 's/.*KV-STEP-[0-9]* \([0-9.]*\).*/\1/p')
+  echo "snapshot: uptime at the last step before the save ${before:-?} s, at the first restored on $where ${after:-?} s"
+  if [[ -z $before || -z $after ]] || ! awk -v a="$after" -v b="$before" 'BEGIN { exit !(a >= b) }'; then
+    echo "snapshot: FAIL: restored on $where, the guest's clock stepped back (or a step printed no uptime)" >&2
+    ok=0
+  fi
 done
 ((ok)) && echo "snapshot: ok"
 ((ok))

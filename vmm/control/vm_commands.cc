@@ -287,6 +287,7 @@ void VmControl::add_commands(CommandTable& t) {
                               {"bytes", s->bytes},
                               {"pages", s->pages},
                               {"zero_pages", s->zero_pages},
+                              {"node_parts", s->node_parts},
                               {"pause_ns", s->pause_ns},
                               {"total_ns", s->total_ns},
                               {"status", s->paused ? "paused" : "running"}};

@@ -34,6 +34,8 @@ const char* to_string(ControlOp op) {
             return "restore-memory";
         case ControlOp::DirtyLog:
             return "dirty-log";
+        case ControlOp::SaveMemoryPart:
+            return "save-memory-part";
     }
     return "unknown";
 }

@@ -56,7 +56,12 @@ enum class ControlOp : uint64_t {
     // {"reset": true}: this node's KVM dirty log starts again (after a snapshot);
     // {"from": GPA}: the pages its vCPUs wrote since: {"gpas": [...], "next": GPA or null}
     DirtyLog = 12,
-    Last = DirtyLog,
+    // {"dir", "token", "name"}: this node encodes its home range's non-zero pages and
+    // writes them as part `name` into `dir` (the snapshot's temporary directory) if it
+    // reaches it (dir/.node-token holds `token`): {"written": true, "bytes", "sha256",
+    // "pages"}, else {"written": false, "why"} and the I/O node asks for the pages.
+    SaveMemoryPart = 13,
+    Last = SaveMemoryPart,
 };
 const char* to_string(ControlOp op);
 

@@ -121,16 +121,42 @@ Writer::~Writer() {
     std::filesystem::remove_all(tmp_, ec);
 }
 
-Status Writer::add_part(const std::string& name, std::span<const uint8_t> bytes) {
-    if (done_) return Error{"snapshot: already committed"};
+Result<PartInfo> write_part(const std::string& dir, const std::string& name,
+                            std::span<const uint8_t> bytes) {
     if (!valid_part_name(name)) return Error{"snapshot: \"" + name + "\" is not a part name"};
-    for (const auto& p : parts_)
-        if (p.name == name) return Error{"snapshot: part " + name + " written twice"};
     auto digest = sha256(bytes);
     if (!digest) return digest.error();
-    if (auto st = write_file(tmp_ + "/" + name, bytes); !st)
+    if (auto st = write_file(dir + "/" + name, bytes); !st)
         return Error{"snapshot: part " + name + ": " + st.error().message};
-    parts_.push_back(PartInfo{name, bytes.size(), to_hex(*digest)});
+    return PartInfo{name, bytes.size(), to_hex(*digest)};
+}
+
+Status Writer::add_part(const std::string& name, std::span<const uint8_t> bytes) {
+    if (done_) return Error{"snapshot: already committed"};
+    for (const auto& p : parts_)
+        if (p.name == name) return Error{"snapshot: part " + name + " written twice"};
+    auto part = write_part(tmp_, name, bytes);
+    if (!part) return part.error();
+    parts_.push_back(std::move(part).value());
+    return {};
+}
+
+Status Writer::adopt_part(const PartInfo& part) {
+    if (done_) return Error{"snapshot: already committed"};
+    if (!valid_part_name(part.name))
+        return Error{"snapshot: \"" + part.name + "\" is not a part name"};
+    for (const auto& p : parts_)
+        if (p.name == part.name) return Error{"snapshot: part " + part.name + " written twice"};
+    bool hex = part.sha256.size() == 64;
+    for (char c : part.sha256) hex &= (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+    if (!hex) return Error{"snapshot: part " + part.name + ": not a SHA-256: " + part.sha256};
+    struct stat st {};
+    if (::stat((tmp_ + "/" + part.name).c_str(), &st) != 0)
+        return Error::from_errno("snapshot: part " + part.name);
+    if (uint64_t(st.st_size) != part.bytes)
+        return Error{"snapshot: part " + part.name + " holds " + std::to_string(st.st_size) +
+                     " bytes, its writer said " + std::to_string(part.bytes)};
+    parts_.push_back(part);
     return {};
 }
 

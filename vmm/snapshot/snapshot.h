@@ -67,6 +67,10 @@ class Writer {
 
     // One part, written whole and fsync'd; its size and SHA-256 go into the manifest.
     Status add_part(const std::string& name, std::span<const uint8_t> bytes);
+    // A part another process wrote into temp_dir() with write_part() (another node of the
+    // guest, on a file system both reach): its size is checked here; its SHA-256 is what
+    // the writer says (a restore checks it).
+    Status adopt_part(const PartInfo& part);
     // Writes `m` (its parts replaced by those added) and puts the snapshot in place.
     Status commit(Manifest m);
     const std::string& temp_dir() const { return tmp_; }
@@ -77,6 +81,11 @@ class Writer {
     std::vector<PartInfo> parts_;
     bool done_ = false;
 };
+
+// Writes `bytes` as part `name` of the snapshot being written in temporary directory
+// `dir` (Writer::temp_dir()), fsync'd; what Writer::adopt_part() then records.
+Result<PartInfo> write_part(const std::string& dir, const std::string& name,
+                            std::span<const uint8_t> bytes);
 
 class Reader {
   public:
