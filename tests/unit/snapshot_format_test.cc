@@ -117,6 +117,43 @@ TEST_F(SnapshotFormat, RoundTrip) {
     EXPECT_EQ(again->to_json(), m.to_json());
 }
 
+// A part another node wrote into the temporary directory (write_part) is adopted with
+// the size and SHA-256 it reported, and reads back checked; a size that differs from the
+// file's, a digest that is not one, a part adopted twice and a missing file are refused.
+TEST_F(SnapshotFormat, PartsWrittenByAnotherNodeAreAdoptedAndChecked) {
+    auto w = Writer::begin(dir_);
+    ASSERT_TRUE(w.ok()) << w.error().message;
+    const std::vector<uint8_t> node1(5000, 9);
+    auto written = write_part(w->temp_dir(), "memory-node-1", node1);
+    ASSERT_TRUE(written.ok()) << written.error().message;
+    EXPECT_EQ(written->bytes, 5000u);
+    PartInfo wrong_size = *written;
+    wrong_size.bytes = 4999;
+    auto st = w->adopt_part(wrong_size);
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.error().message.find("holds 5000 bytes, its writer said 4999"), std::string::npos)
+        << st.error().message;
+    PartInfo not_sha = *written;
+    not_sha.sha256 = "xyz";
+    EXPECT_FALSE(w->adopt_part(not_sha).ok());
+    EXPECT_FALSE(w->adopt_part(PartInfo{"memory-node-2", 1, std::string(64, '0')}).ok());
+    ASSERT_TRUE(w->adopt_part(*written).ok());
+    EXPECT_FALSE(w->adopt_part(*written).ok());  // twice
+    ASSERT_TRUE(w->add_part("vcpu-0", bytes("zero")).ok());
+    ASSERT_TRUE(w->commit(manifest()).ok());
+    EXPECT_EQ(part("memory-node-1"), node1);
+    // A writer that lied about the digest: the restore's read refuses the part.
+    auto w2 = Writer::begin(dir_);
+    ASSERT_TRUE(w2.ok());
+    auto p2 = write_part(w2->temp_dir(), "memory-node-1", node1);
+    ASSERT_TRUE(p2.ok());
+    p2->sha256 = std::string(64, 'f');
+    ASSERT_TRUE(w2->adopt_part(*p2).ok());
+    ASSERT_TRUE(w2->commit(manifest()).ok());
+    EXPECT_NE(error_reading("memory-node-1").find("checksum mismatch"), std::string::npos)
+        << error_reading("memory-node-1");
+}
+
 TEST_F(SnapshotFormat, DamagedPartsAreRefusedNamingThePart) {
     write_snapshot(dir_, "a");
     fs::resize_file(dir_ + "/memory-node-0", 9999);
