@@ -113,6 +113,17 @@ bool in_ranges(const std::vector<std::pair<uint64_t, uint64_t>>& ranges, uint64_
            });
 }
 
+// A request's address `a` as a page of node `self`'s home range `ranges`; the error names
+// the request `op`.
+Result<uint64_t> home_page(const Json& a, const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                           uint32_t self, const char* op) {
+    const uint64_t gpa = a.is_number_unsigned() ? a.get<uint64_t>() : 1;
+    if (!in_ranges(ranges, gpa))
+        return Error{std::string(op) + ": " + a.dump() + " is not a page of node " +
+                     std::to_string(self) + "'s home range"};
+    return gpa;
+}
+
 std::span<const uint8_t> bytes_of(const std::string& s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
@@ -727,12 +738,9 @@ Result<Json> Machine::serve_snapshot_step(ControlOp op, const Json& args) {
                 const auto ranges = home_ranges(self_);
                 std::vector<uint8_t> data(g->size() * kPage);
                 for (size_t i = 0; i < g->size(); ++i) {
-                    const Json& a = (*g)[i];
-                    const uint64_t gpa = a.is_number_unsigned() ? a.get<uint64_t>() : 1;
-                    if (!in_ranges(ranges, gpa))
-                        return Error{"save-memory: " + a.dump() + " is not a page of node " +
-                                     std::to_string(self_) + "'s home range"};
-                    KV_TRY(mem_->read(Gpa(gpa), std::span(data).subspan(i * kPage, kPage)));
+                    auto gpa = home_page((*g)[i], ranges, self_, "save-memory");
+                    if (!gpa) return gpa.error();
+                    KV_TRY(mem_->read(Gpa(*gpa), std::span(data).subspan(i * kPage, kPage)));
                 }
                 return Json{
                     {"gpas", *g}, {"data", Json::binary(std::move(data))}, {"next", nullptr}};
@@ -751,12 +759,9 @@ Result<Json> Machine::serve_snapshot_step(ControlOp op, const Json& args) {
             const auto ranges = home_ranges(self_);
             const auto& data = d->get_binary();
             for (size_t i = 0; i < g->size(); ++i) {
-                const Json& a = (*g)[i];
-                const uint64_t gpa = a.is_number_unsigned() ? a.get<uint64_t>() : 1;
-                if (!in_ranges(ranges, gpa))
-                    return Error{"restore-memory: " + a.dump() + " is not a page of node " +
-                                 std::to_string(self_) + "'s home range"};
-                KV_TRY(mem_->write(Gpa(gpa), std::span(data).subspan(i * kPage, kPage)));
+                auto gpa = home_page((*g)[i], ranges, self_, "restore-memory");
+                if (!gpa) return gpa.error();
+                KV_TRY(mem_->write(Gpa(*gpa), std::span(data).subspan(i * kPage, kPage)));
             }
             return Json::object();
         }

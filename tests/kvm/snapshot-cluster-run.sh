@@ -27,12 +27,6 @@ launch() { # launch VCPU_COUNTS NODE_MEMORY [ARG...]: vmm-launch --local over th
   "$vmm" --config "$dir/guest.conf" --local "$@" </dev/null >"$dir/out" 2>&1 &
   pid=$!
 }
-ended() { # waits for vmm-launch; fails unless it exits $1
-  wait "$pid"
-  status=$?
-  pid=
-  [ $status = "$1" ] || fail "vmm-launch exited $status, expected $1"
-}
 
 launch "2 1" 96M
 wait_console 'smp-count-guest: counting'

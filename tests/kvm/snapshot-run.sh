@@ -26,12 +26,6 @@ launch() {
     --control "$sock" "$@" </dev/null >"$dir/out" 2>&1 &
   pid=$!
 }
-ended() { # waits for vmm-launch; fails unless it exits $1
-  wait "$pid"
-  status=$?
-  pid=
-  [ $status = "$1" ] || fail "vmm-launch exited $status, expected $1"
-}
 
 launch
 wait_console 'smp-count-guest: counting'

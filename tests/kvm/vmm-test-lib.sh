@@ -2,7 +2,7 @@
 # migrate-run.sh, migrate-bench.sh, pt-run.sh), here or in a lab host, after setting `name`
 # (how failures are prefixed), `kvctl` and `image`. Gives: $dir (removed at exit, with the
 # vmm-launch in $pid killed if it still runs), $sock, fail, ctl, read_u64, wait_at_least,
-# wait_console, wait_control, listen_events and cluster_conf.
+# wait_console, wait_control, ended, listen_events and cluster_conf.
 case $image in /*) ;; *) image=$PWD/$image ;; esac # a config file names it
 dir=$(mktemp -d "/tmp/kv-$(echo "$name" | tr / -).XXXXXX")
 sock=$dir/kv.sock
@@ -59,6 +59,13 @@ wait_control() {
     [ $i -lt 300 ] || fail "${1:-the guest} did not answer on $sock within 30 s"
     sleep 0.1
   done
+}
+# ended STATUS: waits for vmm-launch ($pid); fails unless it exits STATUS.
+ended() {
+  wait "$pid"
+  status=$?
+  pid=
+  [ $status = "$1" ] || fail "vmm-launch exited $status, expected $1"
 }
 # listen_events [OPTION...]: starts `kvctl events OPTION...` in the background (its pid in
 # $events, its lines in $dir/events, its stderr in $dir/events.err) and polls, 0.1 s
