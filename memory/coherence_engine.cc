@@ -109,6 +109,12 @@ LocalState CoherenceEngine::local_state(uint64_t pfn) const {
     return core_.local_state(pfn);
 }
 
+bool CoherenceEngine::never_granted(uint64_t pfn) const {
+    std::lock_guard lk(mu_);
+    const DirEntry* d = core_.dir(pfn);
+    return d && d->state == DirState::Uncached;
+}
+
 CoherenceEngine::StateCounts CoherenceEngine::state_counts() const {
     StateCounts c;
     std::lock_guard lk(mu_);

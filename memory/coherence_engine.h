@@ -102,6 +102,10 @@ class CoherenceEngine : public MessageHandler {
     std::optional<uint64_t> pfn_of(uint64_t host_addr) const;
     // Local state and pending flag of a page (tests and tools; takes the lock).
     LocalState local_state(uint64_t pfn) const;
+    // This node is the home of page `pfn` and no node has ever had it (the directory is
+    // Uncached, which no page returns to): its contents are zero (snapshots skip it
+    // without the missing fault a read would take). Takes the lock.
+    bool never_granted(uint64_t pfn) const;
     // How many pages are in each local state here (I, S, M), one pass under the lock.
     struct StateCounts {
         uint64_t invalid = 0, shared = 0, modified = 0;

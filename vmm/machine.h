@@ -201,6 +201,8 @@ class Machine : public IoHandler, public IrqChip {
         std::vector<uint64_t> gpas;
         std::vector<uint8_t> data;  // a page per address
     };
+    // This node's own, read here directly (no messages).
+    Status read_home_pages(HomePages& out, std::atomic<uint64_t>& bytes) const;
     // Any thread; `bytes` counts what has come so far.
     Status gather_home_pages(uint32_t k, HomePages& out, std::atomic<uint64_t>& bytes);
     // A step on node `k`, here or over the cluster control (snapshots' timeout).

@@ -14,6 +14,7 @@
 
 #include "base/log.h"
 #include "interconnect/auth.h"
+#include "memory/coherence_engine.h"
 #include "vmm/config/cluster.h"
 #include "vmm/devices/device_state.h"
 #include "vmm/machine.h"
@@ -607,6 +608,10 @@ Result<uint64_t> Machine::apply_memory_image(std::span<const uint8_t> image,
                                   [&](const Home& x) { return g >= x.first && g < x.end; });
             if (h == homes.end())
                 return Error{part + ": a page at " + std::to_string(g) + " has no home"};
+            if (h->node == self_) {  // this node's own: written here, no message
+                KV_TRY(mem_->write(Gpa(g), std::span(bytes).subspan(off, kPage)));
+                continue;
+            }
             Batch& b = batch[h->node];
             b.gpas.push_back(g);
             b.data.insert(b.data.end(), bytes.begin() + long(off),
@@ -623,7 +628,31 @@ Result<Json> Machine::snapshot_step_on(uint32_t k, ControlOp op, const Json& arg
     return control_->ask(k, op, args, kStepTimeout);
 }
 
+Status Machine::read_home_pages(HomePages& out, std::atomic<uint64_t>& bytes) const {
+    // A page of this node's home that no node has ever had is zero: skipped without a
+    // read (which would take a missing fault through the engine). Every other page is
+    // read in place: one another node holds is fetched by the coherence engine as for
+    // any read of guest memory.
+    for (auto [first, end] : home_ranges(self_)) {
+        const uint8_t* base = mem_->host_ptr(Gpa(first), end - first);
+        if (!base) return Error{"guest memory at " + std::to_string(first) + " is not RAM"};
+        for (uint64_t g = first; g < end; g += kPage) {
+            const uint8_t* p = base + (g - first);
+            if (engine_) {
+                auto pfn = engine_->pfn_of(reinterpret_cast<uint64_t>(p));
+                if (pfn && engine_->never_granted(*pfn)) continue;
+            }
+            if (std::all_of(p, p + kPage, [](uint8_t b) { return b == 0; })) continue;
+            out.gpas.push_back(g);
+            out.data.insert(out.data.end(), p, p + kPage);
+            bytes += kPage;
+        }
+    }
+    return {};
+}
+
 Status Machine::gather_home_pages(uint32_t k, HomePages& out, std::atomic<uint64_t>& bytes) {
+    if (k == self_) return read_home_pages(out, bytes);
     Json from = uint64_t(0);
     while (!from.is_null()) {
         auto r = snapshot_step_on(k, ControlOp::SaveMemory, {{"from", from}});
@@ -776,7 +805,7 @@ Result<Json> Machine::serve_snapshot_step(ControlOp op, const Json& args) {
                             {"why", dir + " is not the I/O node's directory here (another host)"}};
             HomePages pages;
             std::atomic<uint64_t> bytes{0};
-            KV_TRY(gather_home_pages(self_, pages, bytes));
+            KV_TRY(read_home_pages(pages, bytes));
             snapshot::MemoryImageInfo info;
             const auto image =
                 snapshot::encode_memory_image(page_runs(pages.gpas, pages.data), &info, false);

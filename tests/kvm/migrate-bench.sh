@@ -16,7 +16,6 @@
 set -u
 vmm=$1 kvctl=$2 rtt=$3 image=$4 count=$5 name=bench/migrate
 . "$(dirname "$0")/vmm-test-lib.sh"
-now_ns() { date +%s%N; }
 # p50 and p99 (nearest rank) of the numbers in file $1, one a line.
 pct() { sort -n "$1" | awk '{ a[NR] = $1 } END { i = int(NR * 0.5 + 0.5); j = int(NR * 0.99 + 0.5); if (i < 1) i = 1; if (j < 1) j = 1; print a[i], a[j] }'; }
 

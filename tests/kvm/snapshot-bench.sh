@@ -18,7 +18,6 @@
 set -u
 vmm=$1 kvctl=$2 image=$3 name=bench/snapshot
 . "$(dirname "$0")/vmm-test-lib.sh"
-now_ns() { date +%s%N; }
 snap=$dir/snap
 nodes=1
 launch() {

@@ -2,7 +2,7 @@
 # migrate-run.sh, migrate-bench.sh, pt-run.sh), here or in a lab host, after setting `name`
 # (how failures are prefixed), `kvctl` and `image`. Gives: $dir (removed at exit, with the
 # vmm-launch in $pid killed if it still runs), $sock, fail, ctl, read_u64, wait_at_least,
-# wait_console, wait_control, ended, listen_events and cluster_conf.
+# wait_console, wait_control, now_ns, ended, listen_events and cluster_conf.
 case $image in /*) ;; *) image=$PWD/$image ;; esac # a config file names it
 dir=$(mktemp -d "/tmp/kv-$(echo "$name" | tr / -).XXXXXX")
 sock=$dir/kv.sock
@@ -59,6 +59,15 @@ wait_control() {
     [ $i -lt 300 ] || fail "${1:-the guest} did not answer on $sock within 30 s"
     sleep 0.1
   done
+}
+# now_ns: CLOCK_MONOTONIC in ns (date +%s%N; busybox's date, in a lab host, has no %N,
+# so there /proc/timer_list's "now at N nsecs").
+now_ns() {
+  t=$(date +%s%N)
+  case $t in
+    *N) head -n 3 /proc/timer_list | sed -n 's/^now at \([0-9]*\) nsecs$/\1/p' ;;
+    *) echo "$t" ;;
+  esac
 }
 # ended STATUS: waits for vmm-launch ($pid); fails unless it exits STATUS.
 ended() {
