@@ -82,7 +82,7 @@ void ControlServer::emit(const std::string& name, const Json& data) {
     }
     // From a handler (the server thread, busy with a long command such as snapshot-save):
     // written at once, so that its progress reaches the clients while it runs.
-    if (std::this_thread::get_id() == thread_.get_id()) {
+    if (std::this_thread::get_id() == server_tid_.load()) {
         send_events();
         return;
     }
@@ -155,6 +155,7 @@ bool ControlServer::serve(Client& c) {
 }
 
 void ControlServer::loop() {
+    server_tid_.store(std::this_thread::get_id());
     for (;;) {
         std::vector<pollfd> fds{{wake_.get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
         for (const auto& c : clients_) fds.push_back({c->fd.get(), POLLIN, 0});

@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -65,6 +66,7 @@ class ControlServer {
     std::vector<std::string> events_;  // under events_mu_
     bool stop_ = false;                // under events_mu_
     std::thread thread_;
+    std::atomic<std::thread::id> server_tid_{};  // set by loop() as it starts
 };
 
 }  // namespace kv::control
