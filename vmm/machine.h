@@ -201,6 +201,9 @@ class Machine : public IoHandler, public IrqChip {
         std::vector<uint64_t> gpas;
         std::vector<uint8_t> data;  // a page per address
     };
+    // Page `p` (host address) of this node's home range holds zeros: never granted to any
+    // node (no read), or read and found so.
+    bool zero_home_page(const uint8_t* p) const;
     // This node's own, read here directly (no messages).
     Status read_home_pages(HomePages& out, std::atomic<uint64_t>& bytes) const;
     // Any thread; `bytes` counts what has come so far.

@@ -628,21 +628,25 @@ Result<Json> Machine::snapshot_step_on(uint32_t k, ControlOp op, const Json& arg
     return control_->ask(k, op, args, kStepTimeout);
 }
 
+bool Machine::zero_home_page(const uint8_t* p) const {
+    // A page of this node's home that no node has ever had is zero: known without a read
+    // (which would take a missing fault through the engine). Every other page is read in
+    // place: one another node holds is fetched by the coherence engine as for any read
+    // of guest memory.
+    if (engine_) {
+        auto pfn = engine_->pfn_of(reinterpret_cast<uint64_t>(p));
+        if (pfn && engine_->never_granted(*pfn)) return true;
+    }
+    return std::all_of(p, p + kPage, [](uint8_t b) { return b == 0; });
+}
+
 Status Machine::read_home_pages(HomePages& out, std::atomic<uint64_t>& bytes) const {
-    // A page of this node's home that no node has ever had is zero: skipped without a
-    // read (which would take a missing fault through the engine). Every other page is
-    // read in place: one another node holds is fetched by the coherence engine as for
-    // any read of guest memory.
     for (auto [first, end] : home_ranges(self_)) {
         const uint8_t* base = mem_->host_ptr(Gpa(first), end - first);
         if (!base) return Error{"guest memory at " + std::to_string(first) + " is not RAM"};
         for (uint64_t g = first; g < end; g += kPage) {
             const uint8_t* p = base + (g - first);
-            if (engine_) {
-                auto pfn = engine_->pfn_of(reinterpret_cast<uint64_t>(p));
-                if (pfn && engine_->never_granted(*pfn)) continue;
-            }
-            if (std::all_of(p, p + kPage, [](uint8_t b) { return b == 0; })) continue;
+            if (zero_home_page(p)) continue;
             out.gpas.push_back(g);
             out.data.insert(out.data.end(), p, p + kPage);
             bytes += kPage;
@@ -703,18 +707,18 @@ Result<Json> Machine::save_memory_chunk(uint64_t from) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
     Json gpas = Json::array();
     std::vector<uint8_t> data;
-    std::vector<uint8_t> page(kPage);
     for (auto [first, end] : home_ranges(self_)) {
+        const uint8_t* base = mem_->host_ptr(Gpa(first), end - first);
+        if (!base) return Error{"guest memory at " + std::to_string(first) + " is not RAM"};
         for (uint64_t g = std::max(first, from); g < end; g += kPage) {
             if (gpas.size() == kChunkPages || std::chrono::steady_clock::now() > deadline)
                 return Json{{"gpas", std::move(gpas)},
                             {"data", Json::binary(std::move(data))},
                             {"next", g}};
-            // Copied out first: the read may fault the page in through the coherence engine.
-            KV_TRY(mem_->read(Gpa(g), page));
-            if (std::all_of(page.begin(), page.end(), [](uint8_t b) { return b == 0; })) continue;
+            const uint8_t* p = base + (g - first);
+            if (zero_home_page(p)) continue;
             gpas.push_back(g);
-            data.insert(data.end(), page.begin(), page.end());
+            data.insert(data.end(), p, p + kPage);
         }
     }
     return Json{
