@@ -15,8 +15,11 @@
 //        |   peer dialled, digest, proof                 |
 //        |  ===== messages both ways ==================  |
 //
-// A refused Hello gets a HelloAck with a non-zero status, then the acceptor closes; both
-// sides log the reason and fail start-up (a configuration error, not a transient one).
+// A refused Hello gets a HelloAck with a non-zero status, then the acceptor closes that
+// connection. The connector logs the reason and fails start-up (its config or key is not
+// the cluster's). The acceptor logs it and keeps waiting for the real peer (the refused
+// Hello may be a replay, an impostor or a node started with another config); if the peer
+// is still missing at the connect deadline, the error names it and every refusal.
 // A connection that sends anything but a well-formed Hello is closed with a log line and
 // accepting goes on (it may be a port scanner, not a node).
 #pragma once

@@ -149,11 +149,12 @@ Status TcpTransport::start() {
     // either half failing for good signals cancel_ so the other stops waiting.
     const Clock::time_point deadline = Clock::now() + opts_.connect_timeout;
     std::vector<NodeId> unreached_up, unreached_down;
+    std::vector<std::string> refusals;  // Hellos the acceptor refused while it waited
     Status accepted;
     std::thread acceptor;
     if (has_higher) {
         acceptor = std::thread([&] {
-            accepted = accept_higher(std::move(listener), deadline, &unreached_up);
+            accepted = accept_higher(std::move(listener), deadline, &unreached_up, &refusals);
             if (!accepted.ok() && unreached_up.empty()) (void)signal(cancel_.get());
         });
     }
@@ -177,8 +178,10 @@ Status TcpTransport::start() {
             if (!names.empty()) names += ", ";
             names += node_name(id) + " (" + address_of(find(id)->addr) + ")";
         }
+        std::string refused;
+        for (const auto& r : refusals) refused += "; " + r;
         return Error{node_name(opts_.self) + ": peers not reached within " +
-                     std::to_string(opts_.connect_timeout.count()) + " ms: " + names};
+                     std::to_string(opts_.connect_timeout.count()) + " ms: " + names + refused};
     }
     if (!connected.ok()) return Error{node_name(opts_.self) + ": " + connected.error().message};
     if (!accepted.ok()) return Error{node_name(opts_.self) + ": " + accepted.error().message};
@@ -279,7 +282,8 @@ Status TcpTransport::connect_one(Peer& p, Clock::time_point deadline, bool* reac
 // The acceptor side: handshakes with not-yet-identified connections run interleaved in one
 // poll loop, so one silent or slow connection cannot hold up the others.
 Status TcpTransport::accept_higher(Fd listener, Clock::time_point deadline,
-                                   std::vector<NodeId>* unreached) {
+                                   std::vector<NodeId>* unreached,
+                                   std::vector<std::string>* refusals) {
     struct Pending {
         Fd fd;
         std::string name;  // address, until the Hello names the node
@@ -360,17 +364,28 @@ Status TcpTransport::accept_higher(Fd listener, Clock::time_point deadline,
                 status = HelloStatus::UnexpectedNode;
             }
             if (status == HelloStatus::Ok && peer->fd.valid()) status = HelloStatus::DuplicateNode;
-            KV_TRY(set_nodelay(fd.get()));
+            if (Status nd = set_nodelay(fd.get()); !nd.ok()) {
+                KV_WARN("interconnect: dropping connection from %s: %s", who.c_str(),
+                        nd.error().message.c_str());
+                continue;
+            }
             encode_hello(MsgType::HelloAck, opts_.self, make_hello(opts_, id, status),
                          std::span<uint8_t, kHelloMessage>(done->buf));
             Status sent = write_all(fd.get(), done->buf, deadline, cancel_.get());
             if (status != HelloStatus::Ok) {
-                KV_ERROR("interconnect: refusing %s: %s%s", who.c_str(), hello_status_text(status),
-                         why.empty() ? "" : (": " + why).c_str());
-                return Error{"refused " + who + ": " + hello_status_text(status) +
-                             (why.empty() ? "" : ": " + why)};
+                // Logged, answered and closed; the real peer may still come (the refused one
+                // may be a replay, an impostor or a node started with another config).
+                const std::string reason =
+                    std::string(hello_status_text(status)) + (why.empty() ? "" : ": " + why);
+                KV_ERROR("interconnect: refusing %s: %s", who.c_str(), reason.c_str());
+                refusals->push_back("refused " + who + ": " + reason);
+                continue;
             }
-            if (!sent.ok()) return Error{"handshake with " + who + ": " + sent.error().message};
+            if (!sent.ok()) {
+                KV_WARN("interconnect: dropping connection from %s: handshake: %s", who.c_str(),
+                        sent.error().message.c_str());
+                continue;
+            }
             peer->fd = std::move(fd);
             --waiting;
         }

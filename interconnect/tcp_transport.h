@@ -75,7 +75,8 @@ class TcpTransport final : public Transport {
 
     TcpTransport(const TransportOptions& opts, MessageHandler* handler);
     Status start();
-    Status accept_higher(Fd listener, Clock::time_point deadline, std::vector<NodeId>* unreached);
+    Status accept_higher(Fd listener, Clock::time_point deadline, std::vector<NodeId>* unreached,
+                         std::vector<std::string>* refusals);
     Status connect_lower(Clock::time_point deadline, std::vector<NodeId>* unreached);
     Status connect_one(Peer& p, Clock::time_point deadline, bool* reached);
     Peer* find(NodeId id);

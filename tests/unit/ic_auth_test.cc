@@ -315,6 +315,7 @@ TEST(IcAuth, TcpTransportsWithTheSameKeyConnect) {
 TEST(IcAuth, TcpTransportWithAnotherKeyIsRefusedAndLogged) {
     TcpPair pair;
     ClusterKeyAuth a0(0, key_a(), digest(0x5A)), a1(1, key_b(), digest(0x5A));
+    pair.opts[0].connect_timeout = 1s;  // node 0 waits this long for the real node 1
     StderrCapture log;
     auto ts = pair.start(a0, a1);
     std::string text = log.text();
@@ -334,6 +335,38 @@ TEST(IcAuth, TcpTransportWithAnotherKeyIsRefusedAndLogged) {
         << text;
     EXPECT_NE(text.find("authentication failed: node 1: proof does not match"), std::string::npos)
         << text;
+}
+
+TEST(IcAuth, AnImpostorsHelloIsRefusedAndTheRealPeerStillConnects) {
+    // A node 1 with another key reaches node 0 first: node 0 refuses it, logs it, and
+    // goes on waiting; the real node 1 then connects and both start.
+    TcpPair pair;
+    ClusterKeyAuth a0(0, key_a(), digest(0x5A)), a1(1, key_a(), digest(0x5A));
+    ClusterKeyAuth impostor_auth(1, key_b(), digest(0x5A));
+    pair.opts[0].auth = &a0;
+    StderrCapture log;
+    Result<std::unique_ptr<TcpTransport>> t0 = Error{"not started"};
+    std::thread acceptor([&] { t0 = TcpTransport::create(pair.opts[0], &pair.h0); });
+
+    TransportOptions impostor = pair.opts[1];
+    impostor.auth = &impostor_auth;
+    impostor.listener = nullptr;  // node 1's own port stays the real node's
+    auto refused = TcpTransport::create(impostor, &pair.h1);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().message.find("refused the handshake: authentication failed"),
+              std::string::npos)
+        << refused.error().message;
+
+    pair.opts[1].auth = &a1;
+    auto t1 = TcpTransport::create(pair.opts[1], &pair.h1);
+    acceptor.join();
+    ASSERT_TRUE(t1.ok()) << t1.error().message;
+    ASSERT_TRUE(t0.ok()) << t0.error().message;
+    EXPECT_NE(log.text().find("error: interconnect: refusing node 1 (127.0.0.1:"),
+              std::string::npos)
+        << log.text();
+    (*t0)->shutdown();
+    (*t1)->shutdown();
 }
 
 }  // namespace

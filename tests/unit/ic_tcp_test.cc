@@ -240,12 +240,18 @@ TEST(IcTcp, OrderPreservedPerSenderUnderConcurrentSenders) {
 }
 
 TEST(IcTcp, HandshakeRefusedOnDigestMismatch) {
+    // Node 0 keeps waiting for a node 1 with the right config until its deadline, then
+    // names the peer it did not reach and the Hello it refused.
     Cluster c(2);
     c.opts[1].config_digest.fill(0x77);
+    c.opts[0].connect_timeout = 1s;
     Recorder r0, r1;
     auto ts = c.start({&r0, &r1});
     ASSERT_FALSE(ts[0].ok());
     ASSERT_FALSE(ts[1].ok());
+    EXPECT_NE(ts[0].error().message.find("peers not reached within 1000 ms: node 1 (127.0.0.1:"),
+              std::string::npos)
+        << ts[0].error().message;
     EXPECT_NE(ts[0].error().message.find("refused node 1"), std::string::npos)
         << ts[0].error().message;
     EXPECT_NE(ts[0].error().message.find("config digest mismatch"), std::string::npos);
