@@ -28,6 +28,15 @@ cat >"$script" <<'SCRIPT'
 set -e
 fail='KV-ROUND-FAILED'
 wait_console 'KV-ROUND-1-PASS' 1800 "$fail"
+kvctl nodes
+for i in 1 2 3; do
+  kvctl stop
+  kvctl status
+  kvctl vcpus
+  sleep 2 # the pause itself: the guest stands still this long
+  kvctl cont
+done
+kvctl status
 # After each move, query-vcpus shows where vCPU 1 runs (its line: "1  NODE  ...").
 on() { kvctl vcpus | awk -v want="$1" '$1 == "1" { print "KV-VCPU1-ON-" $2; if ($2 != want) exit 1 }'; }
 for i in 1 2 3 4 5 6 7 8 9 10; do
