@@ -14,3 +14,16 @@ check() {
 expect_status() {
   [[ $1 == "$2" ]] || { echo "$name: FAIL: exit status $1, expected $2 ($3)" >&2; ok=0; }
 }
+# check_pause_cycles N: the control script's pause_cycles N (scripts/lab) saw the guest
+# paused after each stop and running after the last cont.
+check_pause_cycles() {
+  check "the guest was paused after each stop" '^ctl: status: paused$' "$1"
+  check "the guest ran again after the last cont" '^ctl: status: running$'
+}
+# check_nodes_listed H: kvctl nodes listed nodes 0..H-1 running, each at its lab address.
+check_nodes_listed() {
+  local k
+  for ((k = 0; k < $1; k++)); do
+    check "query-nodes listed node $k running" "^ctl: $k +10\\.231\\.0\\.$((k + 1)):$((7700 + k)) +running"
+  done
+}

@@ -29,14 +29,7 @@ set -e
 fail='KV-ROUND-FAILED'
 wait_console 'KV-ROUND-1-PASS' 1800 "$fail"
 kvctl nodes
-for i in 1 2 3; do
-  kvctl stop
-  kvctl status
-  kvctl vcpus
-  sleep 2 # the pause itself: the guest stands still this long
-  kvctl cont
-done
-kvctl status
+pause_cycles 3
 # After each move, query-vcpus shows where vCPU 1 runs (its line: "1  NODE  ...").
 on() { kvctl vcpus | awk -v want="$1" '$1 == "1" { print "KV-VCPU1-ON-" $2; if ($2 != want) exit 1 }'; }
 for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -71,10 +64,8 @@ name=migrate
 . "$(dirname "$0")/check-lib.sh"
 expect_status "$status" 143 "the work ended by the power button"
 check "every kvctl command succeeded" '^KV-LAB-CONTROL-STATUS=0$'
-check "query-nodes listed node 0 running" '^ctl: 0 +10\.231\.0\.1:7700 +running'
-check "query-nodes listed node 1 running" '^ctl: 1 +10\.231\.0\.2:7701 +running'
-check "the guest was paused after each stop" '^ctl: status: paused$' 3
-check "the guest ran again after the last cont" '^ctl: status: running$'
+check_nodes_listed 2
+check_pause_cycles 3
 check "every move was made" '^ctl: moved: true$' 21
 check "query-vcpus showed vCPU 1 on node 0 after each move there" '^ctl: KV-VCPU1-ON-0$' 11
 check "query-vcpus showed vCPU 1 on node 1 after each move back" '^ctl: KV-VCPU1-ON-1$' 10
