@@ -159,6 +159,63 @@ TEST(NodeLink, StopIsBroadcastOnceWithItsReason) {
     EXPECT_NE(p.rec1.stop->second.find("guest powered off (on node 0)"), std::string::npos);
 }
 
+// Three nodes of one guest: node 0 is the I/O node, 1 and 2 run vCPUs only.
+struct Trio {
+    Recorder rec[3];
+    NodeLink link[3] = {{0, 3, rec[0].host()}, {1, 3, rec[1].host()}, {2, 3, rec[2].host()}};
+    std::shared_ptr<LoopbackHub> hub = LoopbackHub::create();
+    std::unique_ptr<LoopbackTransport> t[3];
+    Trio() {
+        for (NodeId k = 0; k < 3; ++k) t[k] = std::move(hub->attach(k, &link[k])).value();
+        for (NodeId k = 0; k < 3; ++k) link[k].attach(*t[k]);
+    }
+    ~Trio() {
+        for (auto& l : link) l.close();
+        for (auto& tr : t) tr->shutdown();
+    }
+};
+
+MsgHeader shutdown_header(NodeId origin) {
+    MsgHeader h;
+    h.type = static_cast<uint16_t>(MsgType::Shutdown);
+    h.arg = origin;
+    return h;
+}
+
+// Node 0's Shutdown reaches node 1 only (its message to node 2 still on the way when node 1
+// stops and closes its connections): node 1 passes it on, and node 2 stops for the guest's
+// own reason, naming node 0, not reporting node 1 lost.
+TEST(NodeLink, AStopIsPassedOnToTheNodesTheOriginHasNotReachedYet) {
+    Trio n;
+    ShutdownPayload p = ShutdownPayload::make(int32_t(StopReason::UserQuit), "quit");
+    ASSERT_TRUE(n.t[0]->send(1, shutdown_header(0), as_bytes_of(p)).ok());
+    ASSERT_TRUE(n.rec[2].wait([&] { return n.rec[2].stop.has_value(); }));
+    EXPECT_EQ(n.rec[2].stop->first, StopReason::UserQuit);
+    EXPECT_EQ(n.rec[2].stop->second, "quit (on node 0)");
+    ASSERT_TRUE(n.rec[1].wait([&] { return n.rec[1].stop.has_value(); }));
+    EXPECT_EQ(n.rec[1].stop->second, "quit (on node 0)");
+
+    // Nothing goes back to the origin: an IPI each node sends after its stop arrives after
+    // any Shutdown it might have sent (one sender's messages arrive in order), and node 0
+    // has been told nothing by then.
+    InterruptMessage m;
+    m.vector = 0x40;
+    n.link[1].send_ipi(0, 0, m, 0);
+    n.link[2].send_ipi(0, 0, m, 0);
+    ASSERT_TRUE(n.rec[0].wait([&] { return n.rec[0].ipis.size() == 2; }));
+    std::lock_guard lk(n.rec[0].mu);
+    EXPECT_FALSE(n.rec[0].stop.has_value()) << n.rec[0].stop->second;
+}
+
+TEST(NodeLink, AShutdownNamingAnOriginOutsideTheClusterStopsTheGuestNamingIt) {
+    Trio n;
+    ShutdownPayload p = ShutdownPayload::make(int32_t(StopReason::PowerOff), "off");
+    ASSERT_TRUE(n.t[0]->send(1, shutdown_header(7), as_bytes_of(p)).ok());
+    ASSERT_TRUE(n.rec[1].wait([&] { return n.rec[1].stop.has_value(); }));
+    EXPECT_EQ(n.rec[1].stop->first, StopReason::Failed);
+    EXPECT_EQ(n.rec[1].stop->second, "node 0 sent a Shutdown naming node 7 as its origin");
+}
+
 TEST(NodeLink, ReadyBarrierWaitsForEveryNodeAndNamesTheMissing) {
     Pair p;
     Status early = p.link0.wait_ready(std::chrono::steady_clock::now() + 50ms);

@@ -266,13 +266,26 @@ void NodeLink::broadcast_stop(StopReason reason, const std::string& detail) {
     ShutdownPayload p = ShutdownPayload::make(int32_t(reason), detail);
     MsgHeader h;
     h.type = static_cast<uint16_t>(MsgType::Shutdown);
+    h.arg = self_;  // the origin: kept when the others pass it on
+    send_stop(h, p, self_, self_);
+}
+
+void NodeLink::send_stop(const MsgHeader& h, const ShutdownPayload& p, NodeId skip_a,
+                         NodeId skip_b) {
+    const bool origin = h.arg == self_;
     for (NodeId k = 0; k < num_nodes_; ++k) {
-        // A node whose connection is gone is not told (its loss is what stopped the guest).
-        if (!reachable(k)) continue;
-        // A node that misses this learns of the stop only from the lost connection.
-        if (Status s = send(k, h, as_bytes_of(p)); !s)
+        // A node whose connection is gone is not told (its loss may be what stopped the guest).
+        if (k == skip_a || k == skip_b || !reachable(k)) continue;
+        Status s = send(k, h, as_bytes_of(p));
+        if (s) continue;
+        // A node that misses this learns of the stop from another node or from the lost
+        // connection; a relay to a node that has already gone is expected.
+        if (origin)
             KV_WARN("node %u: cannot tell node %u the guest stopped: %s", self_, k,
                     s.error().message.c_str());
+        else
+            KV_DEBUG("node %u: cannot pass node %u the stop: %s", self_, k,
+                     s.error().message.c_str());
     }
 }
 
@@ -382,12 +395,19 @@ void NodeLink::on_message(NodeId from, const MsgHeader& h, std::span<const uint8
             auto text = p ? p->reason_text() : std::nullopt;
             if (!p || !text || p->exit_code < 0 || p->exit_code > int32_t(StopReason::UserQuit))
                 return malformed("a malformed Shutdown");
+            if (h.arg >= num_nodes_ || h.arg == self_)
+                return malformed("a Shutdown naming node " + std::to_string(h.arg) +
+                                 " as its origin");
+            const auto origin = NodeId(h.arg);
+            // Stopped already (here, or told by another node): the others have been told.
+            if (stop_sent_.exchange(true)) return;
+            // Passed on before this node stops and its connections close (broadcast_stop).
+            send_stop(h, *p, from, origin);
             StopReason r = StopReason(p->exit_code);
-            stop_sent_.store(true);  // the guest stopped elsewhere: nothing to announce
-            KV_INFO("node %u: node %u stopped the guest (%s): %.*s", self_, from, stop_name(r),
+            KV_INFO("node %u: node %u stopped the guest (%s): %.*s", self_, origin, stop_name(r),
                     int(text->size()), text->data());
             if (host_.stop)
-                host_.stop(r, std::string(*text) + " (on node " + std::to_string(from) + ")");
+                host_.stop(r, std::string(*text) + " (on node " + std::to_string(origin) + ")");
             return;
         }
         case MsgType::Ping: {

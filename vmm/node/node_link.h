@@ -111,7 +111,11 @@ class NodeLink : public MessageHandler {
     // no device answered or the link is closed (reads then see all ones).
     bool forward_io(IoKind kind, uint64_t address, std::span<uint8_t> data, bool write);
     void forward_eoi(uint8_t vector);
-    // Tells every other node that the guest stopped here (once; later calls do nothing).
+    // Tells every other node that the guest stopped here (once; later calls do nothing, and
+    // nothing is sent once a stop came from another node). A node told of a stop passes it
+    // on to every node but the sender and the origin before it stops itself: connections
+    // are not ordered with each other, and a node that saw a peer's connection close before
+    // the origin's Shutdown arrived would stop reporting that peer lost.
     void broadcast_stop(StopReason reason, const std::string& detail);
     // Fails every waiting and future forward_io(); sends nothing more.
     void close();
@@ -136,6 +140,9 @@ class NodeLink : public MessageHandler {
     // send(), and a failure only logged: the receive side reports the lost peer.
     void send_or_report(NodeId to, const MsgHeader& h, std::span<const uint8_t> payload);
     void handle_io_request(NodeId from, const MsgHeader& h, const IoPayload& io);
+    // Sends a Shutdown to every reachable node but `skip_a` and `skip_b`. A failed send is
+    // a warning on the node where the guest stopped (h.arg), a debug line on a relay.
+    void send_stop(const MsgHeader& h, const ShutdownPayload& p, NodeId skip_a, NodeId skip_b);
     // Another node whose connection is not lost: one that can still be told something.
     bool reachable(NodeId k) const { return k != self_ && k < num_nodes_ && !lost_[k].load(); }
 
