@@ -27,6 +27,7 @@ constexpr TypeName kNames[] = {
     {MsgType::Ready, "Ready"},
     {MsgType::TscRate, "TscRate"},
     {MsgType::HpetCounter, "HpetCounter"},
+    {MsgType::Heartbeat, "Heartbeat"},
     {MsgType::ReadReq, "ReadReq"},
     {MsgType::WriteReq, "WriteReq"},
     {MsgType::Fetch, "Fetch"},

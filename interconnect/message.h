@@ -33,6 +33,8 @@ enum class MsgType : uint16_t {
     HpetCounter = 0x0108,  // I/O node -> node: the HPET main counter changed; arg = 1 if
                            // it runs, payload: its value (u64; running: minus the ticks of
                            // guest time so far)
+    Heartbeat = 0x0109,    // transport -> transport on an idle connection; no payload, never
+                           // handed to a handler (tcp_transport.h)
     // coherence (memory/): `arg` is the guest page frame number
     ReadReq = 0x0201,     // requester -> home
     WriteReq = 0x0202,    // requester -> home (also upgrade S->M)

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <memory>
 
 namespace kv {
@@ -123,6 +124,23 @@ Status set_nodelay(int fd) {
         return Error::from_errno("setsockopt TCP_NODELAY");
     }
     return {};
+}
+
+Status set_liveness(int fd, std::chrono::milliseconds timeout) {
+    if (timeout.count() <= 0) return {};
+    const auto opt = [fd](int level, int name, int value, const char* what) -> Status {
+        if (setsockopt(fd, level, name, &value, sizeof value) != 0)
+            return Error::from_errno(std::string("setsockopt ") + what);
+        return {};
+    };
+    const auto user_timeout = static_cast<int>(std::min<int64_t>(timeout.count(), INT32_MAX));
+    const int probes =
+        std::max(1, static_cast<int>(std::min<int64_t>(timeout.count() / 1000, 127)));
+    KV_TRY(opt(IPPROTO_TCP, TCP_USER_TIMEOUT, user_timeout, "TCP_USER_TIMEOUT"));
+    KV_TRY(opt(SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE"));
+    KV_TRY(opt(IPPROTO_TCP, TCP_KEEPIDLE, 1, "TCP_KEEPIDLE"));
+    KV_TRY(opt(IPPROTO_TCP, TCP_KEEPINTVL, 1, "TCP_KEEPINTVL"));
+    return opt(IPPROTO_TCP, TCP_KEEPCNT, probes, "TCP_KEEPCNT");
 }
 
 Status set_nonblocking(int fd, bool on) {

@@ -27,6 +27,11 @@ Result<Fd> tcp_connect(const std::string& host, uint16_t port, Clock::time_point
                        int cancel_fd, bool* retry);
 
 Status set_nodelay(int fd);
+// Bounds how long the kernel keeps a connection whose peer has gone silent: data unacked
+// for `timeout` aborts it (TCP_USER_TIMEOUT, so a blocked send fails instead of waiting
+// for ever), and an idle connection is probed with keepalives from 1 s on, given up after
+// `timeout` too. Zero leaves the kernel's defaults.
+Status set_liveness(int fd, std::chrono::milliseconds timeout);
 Status set_nonblocking(int fd, bool on);
 
 // Waits until `fd` is ready for `events` (POLLIN/POLLOUT), the deadline passes

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -76,7 +77,11 @@ Result<std::unique_ptr<Transport>> make_tcp_transport(const TransportOptions& op
 }
 
 TcpTransport::TcpTransport(const TransportOptions& opts, MessageHandler* handler)
-    : opts_(opts), handler_(handler) {}
+    : opts_(opts), handler_(handler) {
+    auto theirs = handler_->messages();
+    specs_.assign(theirs.begin(), theirs.end());
+    specs_.push_back({MsgType::Heartbeat, {PayloadRule::Kind::Fixed, 0}});
+}
 
 TcpTransport::~TcpTransport() {
     shutdown();
@@ -116,7 +121,7 @@ Status TcpTransport::start() {
         if (a.id == opts_.self) {
             me = &a;
         } else {
-            peers_.push_back(std::make_unique<Peer>(handler_->messages()));
+            peers_.push_back(std::make_unique<Peer>(specs_));
             peers_.back()->addr = a;
         }
     }
@@ -188,6 +193,7 @@ Status TcpTransport::start() {
 
     for (auto& p : peers_) {
         KV_TRY(set_nonblocking(p->fd.get(), false));  // sends block; receives use MSG_DONTWAIT
+        KV_TRY(set_liveness(p->fd.get(), opts_.heartbeat));
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.ptr = p.get();
@@ -440,14 +446,22 @@ Status TcpTransport::send(NodeId to, MsgHeader h, std::span<const uint8_t> paylo
             msg.msg_iov[0].iov_len -= left;
         }
     }
+    p->last_tx.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     return {};
 }
 
 void TcpTransport::receive_loop() {
     handler_->on_start(*this);
+    // The handshake just went both ways: the first heartbeat is due one idle time from now.
+    for (auto& p : peers_) {
+        p->last_rx = Clock::now();
+        p->last_tx.store(p->last_rx.time_since_epoch().count(), std::memory_order_relaxed);
+    }
     epoll_event events[16];
     while (!stopping_.load(std::memory_order_acquire)) {
-        int n = epoll_wait(epoll_.get(), events, 16, -1);
+        const int timeout =
+            opts_.heartbeat.count() > 0 ? int(keep_alive(Clock::now()).count()) : -1;
+        int n = epoll_wait(epoll_.get(), events, 16, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
             KV_ERROR("interconnect: epoll_wait: %s", std::strerror(errno));
@@ -480,6 +494,7 @@ void TcpTransport::on_readable(Peer& p) {
         return;
     }
     p.parser.commit(static_cast<size_t>(n));
+    p.last_rx = Clock::now();
     while (!stopping_.load(std::memory_order_acquire)) {
         auto r = p.parser.next();
         if (!r.ok()) {
@@ -499,8 +514,66 @@ void TcpTransport::on_readable(Peer& p) {
                           std::to_string(f.header.src)});
             return;
         }
+        if (type == MsgType::Heartbeat) continue;  // its arrival (last_rx) was the point
         handler_->on_message(p.addr.id, f.header, f.payload);
     }
+}
+
+std::chrono::milliseconds TcpTransport::keep_alive(Clock::time_point now) {
+    using std::chrono::milliseconds;
+    const milliseconds deadline = opts_.heartbeat;
+    const milliseconds idle = std::min(deadline / 4, milliseconds(250));
+    Clock::time_point next = now + idle;
+    for (auto& p : peers_) {
+        if (p->lost.load(std::memory_order_relaxed)) continue;
+        if (now - p->last_rx >= deadline) {
+            // Bytes waiting unread (this thread was busy elsewhere) are not silence.
+            int unread = 0;
+            if (::ioctl(p->fd.get(), FIONREAD, &unread) == 0 && unread > 0) {
+                p->last_rx = now;
+                continue;
+            }
+            const auto silent = std::chrono::duration_cast<milliseconds>(now - p->last_rx);
+            drop(*p,
+                 Error{node_name(p->addr.id) + ": silent for " + std::to_string(silent.count()) +
+                       " ms (heartbeat " + std::to_string(deadline.count()) + " ms)"});
+            continue;
+        }
+        next = std::min(next, p->last_rx + deadline);
+        const Clock::time_point sent{Clock::duration(p->last_tx.load(std::memory_order_relaxed))};
+        if (now - sent >= idle) {
+            send_heartbeat(*p, now);
+        } else {
+            next = std::min(next, sent + idle);
+        }
+    }
+    // Rounded up, so epoll_wait does not wake a little early and spin.
+    return std::max(milliseconds(1), std::chrono::ceil<milliseconds>(next - now));
+}
+
+void TcpTransport::send_heartbeat(Peer& p, Clock::time_point now) {
+    std::unique_lock lock(p.send_mu, std::try_to_lock);
+    // A sender holds it: that connection has traffic in flight.
+    if (!lock.owns_lock() || !p.fd.valid()) return;
+    MsgHeader h;
+    h.type = static_cast<uint16_t>(MsgType::Heartbeat);
+    h.src = opts_.self;
+    h.length = 0;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(&h);
+    size_t done = 0;
+    while (done < sizeof h) {
+        // Never waits for room before the first byte; a started message is finished, as
+        // any other send would (bounded by TCP_USER_TIMEOUT).
+        const int flags = MSG_NOSIGNAL | (done == 0 ? MSG_DONTWAIT : 0);
+        ssize_t n = ::send(p.fd.get(), bytes + done, sizeof h - done, flags);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            // Full (data in flight) or broken (the receive side will see it): nothing to do.
+            return;
+        }
+        done += static_cast<size_t>(n);
+    }
+    p.last_tx.store(now.time_since_epoch().count(), std::memory_order_relaxed);
 }
 
 void TcpTransport::drop(Peer& p, const Error& why) {

@@ -25,6 +25,16 @@
 //     Sockets are blocking for sends: a full socket buffer makes send() wait (backpressure).
 //   - no heap allocation per message on either path (errors aside).
 //
+// Liveness (TransportOptions::heartbeat, H): the receive thread sends a 32-byte Heartbeat on
+// every connection nothing was sent on for min(H/4, 250 ms), and drops a peer from which
+// nothing at all arrived for H ("node 1: silent for 4000 ms (heartbeat 4s)"), reported
+// like a close. A heartbeat never waits: if the peer's socket buffer is full or a sender
+// holds it, it is skipped (that connection has data in flight, which TCP_USER_TIMEOUT
+// bounds). Every connection also has TCP_USER_TIMEOUT = H and keepalive (set_liveness()).
+// So every wait for a peer (a forwarded I/O reply, a page grant, a control reply) ends
+// within about H of the peer going silent, through on_peer_lost. Handlers run on the
+// receive thread: one that blocked for H would stop this node's heartbeats.
+//
 // Errors: a truncated, oversized, unknown or out-of-protocol message (a Hello after the
 // handshake, a header whose src is not the connection's node), a reset, or a close by the
 // peer drops that connection: one log line naming the peer and the problem, then
@@ -69,8 +79,10 @@ class TcpTransport final : public Transport {
         Fd fd;
         std::mutex send_mu;
         std::atomic<bool> lost{false};
-        std::string lost_why;  // under send_mu
-        StreamParser parser;   // receive thread only
+        std::string lost_why;                // under send_mu
+        StreamParser parser;                 // receive thread only
+        Clock::time_point last_rx;           // receive thread only: bytes last arrived
+        std::atomic<Clock::rep> last_tx{0};  // a message last went out (Clock ticks)
     };
 
     TcpTransport(const TransportOptions& opts, MessageHandler* handler);
@@ -83,9 +95,14 @@ class TcpTransport final : public Transport {
     void receive_loop();
     void on_readable(Peer& p);
     void drop(Peer& p, const Error& why);
+    // Receive thread: drops silent peers and sends heartbeats on idle connections; returns
+    // how long until it is next due.
+    std::chrono::milliseconds keep_alive(Clock::time_point now);
+    void send_heartbeat(Peer& p, Clock::time_point now);
 
     TransportOptions opts_;
     MessageHandler* handler_;
+    std::vector<MessageSpec> specs_;            // what is received: the handler's, and Heartbeat
     std::vector<std::unique_ptr<Peer>> peers_;  // every node but self, by ascending id
     Fd epoll_;
     Fd wake_;    // eventfd: shutdown() -> receive thread

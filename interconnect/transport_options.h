@@ -36,6 +36,10 @@ struct TransportOptions {
     ConfigDigest config_digest{};
     // Start-up fails, naming the unreached peers, if the mesh is not complete by then.
     std::chrono::milliseconds connect_timeout{10000};
+    // A peer from which nothing (message or heartbeat) has arrived for this long is lost:
+    // its connection is dropped and reported like a close. Zero: never (TCP's own
+    // retransmission limits still apply). Every node of a cluster should use the same.
+    std::chrono::milliseconds heartbeat{4000};
     AuthHook* auth = nullptr;  // not owned; must outlive start-up
     // An already listening socket to use instead of binding self's address (tests bind
     // port 0 first and share the ports). The transport duplicates it.

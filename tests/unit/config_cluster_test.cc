@@ -155,6 +155,13 @@ TEST_F(ConfigCluster, ClusterKeys) {
         c = run(head() + "page-hold = " + text + "\n" + node(0, "a", 1, 1, "64M"));
         EXPECT_EQ(c.cluster.page_hold.count(), us) << text;
     }
+    EXPECT_EQ(c.cluster.heartbeat, std::chrono::seconds(4));  // loss seen within 5 s
+    for (auto [text, ms] : {std::pair{"off", 0}, std::pair{"1s", 1000}, std::pair{"1500ms", 1500},
+                            std::pair{"10m", 600000}}) {
+        c = run(head() + "heartbeat = " + text + "\n" + node(0, "a", 1, 1, "64M"));
+        EXPECT_EQ(c.cluster.heartbeat.count(), ms) << text;
+        EXPECT_EQ(config::transport_options(c, {}, nullptr).heartbeat.count(), ms) << text;
+    }
 }
 
 TEST_F(ConfigCluster, BadClusterValues) {
@@ -174,12 +181,20 @@ TEST_F(ConfigCluster, BadClusterValues) {
               at(4) + "page-hold: \"2s\" is not a hold time (use e.g. 0, 200us or 2ms)");
     EXPECT_EQ(error(head() + "page-hold = 101ms\n" + node(0, "a", 1, 1, "64M")),
               at(4) + "page-hold: 101ms is too long (at most 100ms)");
+    EXPECT_EQ(error(head() + "heartbeat = 999ms\n" + node(0, "a", 1, 1, "64M")),
+              at(4) + "heartbeat: 999ms is too short (at least 1s, or off)");
+    EXPECT_EQ(error(head() + "heartbeat = 11m\n" + node(0, "a", 1, 1, "64M")),
+              at(4) + "heartbeat: 11m is too long (at most 10m, or off)");
+    EXPECT_EQ(error(head() + "heartbeat = 0\n" + node(0, "a", 1, 1, "64M")),
+              at(4) +
+                  "heartbeat: \"0\" is not a duration (use e.g. 30s, 500ms or 2m) (a unit is "
+                  "required)");
     EXPECT_EQ(error(head() + "transport = rdma\n" + node(0, "a", 1, 1, "64M")),
               at(4) + "transport: \"rdma\" is not one of tcp");
     EXPECT_EQ(error(head() + "timeout = 1s\n" + node(0, "a", 1, 1, "64M")),
               at(4) +
                   "unknown key \"timeout\" in [cluster] (known: key-file, connect-timeout, "
-                  "transport, page-hold)");
+                  "heartbeat, transport, page-hold)");
     EXPECT_EQ(error(head() + "key-file = other\n" + node(0, "a", 1, 1, "64M")),
               at(4) + "key-file: given twice (first at line 3)");
     EXPECT_EQ(error(head() + "[cluster]\n" + node(0, "a", 1, 1, "64M")),

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -467,6 +468,64 @@ TEST(IcTcp, GarbageBeforeTheHandshakeIsDroppedAndTheMeshStillForms) {
     ASSERT_TRUE(t1.ok()) << t1.error().message;
     ASSERT_TRUE((*t1)->send(0, raw_header(MsgType::ReadReq, 0, 0)).ok());
     ASSERT_TRUE(r0.wait_messages(1));
+}
+
+// A peer that shook hands and then says nothing (a host powered off, a cable pulled: no
+// FIN, no RST) is dropped after the heartbeat deadline, and named; a live but idle peer
+// is kept, because heartbeats arrive from it.
+TEST(IcTcp, ASilentPeerIsDroppedAtTheHeartbeatDeadlineAndAnIdleLiveOneIsKept) {
+    Cluster c(3);
+    for (auto& o : c.opts) o.heartbeat = 400ms;
+    Recorder r0, r1;
+    std::vector<Result<std::unique_ptr<TcpTransport>>> ts;
+    std::thread starter([&] { ts = c.start({&r0, &r1}, {0, 1}); });
+    RawNode to0 = RawNode::connect_as(2, c.opts[0], 0);
+    RawNode to1 = RawNode::connect_as(2, c.opts[0], 1);
+    starter.join();
+    ASSERT_TRUE(ts[0].ok()) << ts[0].error().message;
+    ASSERT_TRUE(ts[1].ok()) << ts[1].error().message;
+
+    // Node 0 sends heartbeats on its idle connection to node 2.
+    uint8_t hb[kHeaderBytes];
+    ASSERT_TRUE(read_exact(to0.fd.get(), hb, Clock::now() + kWait, -1).ok());
+    auto h = decode_header(std::span<const uint8_t>(hb));
+    ASSERT_TRUE(h.ok()) << h.error().message;
+    EXPECT_EQ(h->type, static_cast<uint16_t>(MsgType::Heartbeat));
+    EXPECT_EQ(h->src, 0u);
+    EXPECT_EQ(h->length, 0u);
+
+    // Node 2 never answers: both drop it, naming the silence.
+    ASSERT_TRUE(r0.wait_lost(2));
+    ASSERT_TRUE(r1.wait_lost(2));
+    ASSERT_EQ(r0.lost(2).size(), 1u);
+    EXPECT_NE(r0.lost(2)[0].find("node 2: silent for "), std::string::npos) << r0.lost(2)[0];
+    EXPECT_NE(r0.lost(2)[0].find(" ms (heartbeat 400 ms)"), std::string::npos) << r0.lost(2)[0];
+
+    // Nodes 0 and 1 were as idle as node 2 for as long, and are still connected.
+    EXPECT_TRUE(r0.lost(1).empty()) << r0.lost(1)[0];
+    EXPECT_TRUE(r1.lost(0).empty()) << r1.lost(0)[0];
+    ASSERT_TRUE(ts[0].value()->send(1, raw_header(MsgType::Inv, 0, 0)).ok());
+    ASSERT_TRUE(r1.wait_messages(1));
+    // Heartbeats are the transport's own: no handler saw one.
+    for (const auto& m : r1.messages()) EXPECT_EQ(m.h.type, static_cast<uint16_t>(MsgType::Inv));
+    EXPECT_TRUE(r0.messages().empty());
+}
+
+TEST(IcTcp, LivenessOptionsAreSetOnTheSocket) {
+    Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_TRUE(s.valid());
+    ASSERT_TRUE(set_liveness(s.get(), 4000ms).ok());
+    const auto get = [&](int level, int name) {
+        int v = -1;
+        socklen_t len = sizeof v;
+        EXPECT_EQ(getsockopt(s.get(), level, name, &v, &len), 0);
+        return v;
+    };
+    EXPECT_EQ(get(IPPROTO_TCP, TCP_USER_TIMEOUT), 4000);
+    EXPECT_EQ(get(SOL_SOCKET, SO_KEEPALIVE), 1);
+    EXPECT_EQ(get(IPPROTO_TCP, TCP_KEEPIDLE), 1);
+    EXPECT_EQ(get(IPPROTO_TCP, TCP_KEEPINTVL), 1);
+    EXPECT_EQ(get(IPPROTO_TCP, TCP_KEEPCNT), 4);
 }
 
 TEST(IcTcp, PeerThatShutsDownIsReportedLostOnceAndSendsFail) {

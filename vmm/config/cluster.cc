@@ -74,6 +74,7 @@ TransportOptions transport_options(const VmConfig& cfg, const ConfigDigest& dige
     for (const NodeSpec& n : cfg.cluster.nodes) o.nodes.push_back({n.id, n.address, n.port});
     o.config_digest = digest;
     o.connect_timeout = cfg.cluster.connect_timeout;
+    o.heartbeat = cfg.cluster.heartbeat;
     o.auth = auth;
     return o;
 }

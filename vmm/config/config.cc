@@ -163,8 +163,8 @@ constexpr std::string_view kNodePrefix = "node.";
 constexpr std::string_view kVcpuPrefix = "vcpu.";
 constexpr std::array<std::string_view, 1> kVcpuKeys{"migrate"};
 constexpr std::array<std::string_view, 4> kNodeKeys{"address", "port", "vcpus", "memory"};
-constexpr std::array<std::string_view, 4> kClusterKeys{"key-file", "connect-timeout", "transport",
-                                                       "page-hold"};
+constexpr std::array<std::string_view, 5> kClusterKeys{"key-file", "connect-timeout", "heartbeat",
+                                                       "transport", "page-hold"};
 
 template <size_t N>
 bool one_of(const std::array<std::string_view, N>& keys, std::string_view key) {
@@ -493,6 +493,10 @@ Status build_cluster(VmConfig& cfg, const RawMap& values, const FileValues& file
             Result<std::chrono::milliseconds> r = parse_duration(key, value.text);
             if (!r.ok()) return at(value.origin, r.error());
             cl.connect_timeout = *r;
+        } else if (key == "heartbeat") {
+            Result<std::chrono::milliseconds> r = parse_heartbeat(value.text);
+            if (!r.ok()) return at(value.origin, r.error());
+            cl.heartbeat = *r;
         } else if (key == "page-hold") {
             Result<std::chrono::microseconds> r = parse_page_hold(value.text);
             if (!r.ok()) return at(value.origin, r.error());

@@ -183,6 +183,19 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view key, std::stri
     return std::chrono::milliseconds(*ms);
 }
 
+Result<std::chrono::milliseconds> parse_heartbeat(std::string_view text) {
+    constexpr std::string_view key = "heartbeat";
+    if (text == "off") return std::chrono::milliseconds(0);
+    Result<std::chrono::milliseconds> r = parse_duration(key, text);
+    if (!r.ok()) return r.error();
+    // Heartbeats go out every 250 ms: a shorter deadline would drop live peers.
+    if (*r < std::chrono::seconds(1))
+        return bad(key, std::string(text) + " is too short (at least 1s, or off)");
+    if (*r > std::chrono::minutes(10))
+        return bad(key, std::string(text) + " is too long (at most 10m, or off)");
+    return *r;
+}
+
 Result<std::chrono::microseconds> parse_page_hold(std::string_view text) {
     constexpr std::string_view key = "page-hold";
     if (text == "0") return std::chrono::microseconds(0);

@@ -30,6 +30,8 @@ Result<uint16_t> parse_port(std::string_view key, std::string_view text);
 Status check_address(std::string_view key, std::string_view text);
 // A whole number with a unit: 500ms, 30s, 2m; 1 ms to 1 hour.
 Result<std::chrono::milliseconds> parse_duration(std::string_view key, std::string_view text);
+// [cluster] heartbeat: `off` (zero) or a duration of 1s to 10m.
+Result<std::chrono::milliseconds> parse_heartbeat(std::string_view text);
 // 0, or a whole number with a unit: 200us, 2ms; at most kMaxPageHold.
 Result<std::chrono::microseconds> parse_page_hold(std::string_view text);
 Result<std::string> parse_transport(std::string_view text);
