@@ -400,6 +400,25 @@ std::vector<Garbage> garbage_cases() {
     return g;
 }
 
+// Nodes 0 and 1 of `c` as transports, node 2 as a raw socket that shakes hands with both.
+struct TwoAndARawPeer {
+    Recorder r0, r1;
+    std::vector<Result<std::unique_ptr<TcpTransport>>> ts;
+    RawNode to0, to1;
+    explicit TwoAndARawPeer(Cluster& c) {
+        std::thread starter([&] { ts = c.start({&r0, &r1}, {0, 1}); });
+        to0 = RawNode::connect_as(2, c.opts[0], 0);
+        to1 = RawNode::connect_as(2, c.opts[0], 1);
+        starter.join();
+    }
+    // Empty if both transports started, else why one did not.
+    std::string failed() const {
+        for (const auto& t : ts)
+            if (!t.ok()) return t.error().message;
+        return {};
+    }
+};
+
 class IcTcpGarbage : public ::testing::TestWithParam<size_t> {};
 
 TEST_P(IcTcpGarbage, PeerSendingGarbageIsDroppedAndOthersKeepWorking) {
@@ -407,14 +426,9 @@ TEST_P(IcTcpGarbage, PeerSendingGarbageIsDroppedAndOthersKeepWorking) {
     SCOPED_TRACE(g.name);
     // Nodes 0 and 1 are transports; node 2 is a raw socket that shakes hands properly.
     Cluster c(3);
-    Recorder r0, r1;
-    std::vector<Result<std::unique_ptr<TcpTransport>>> ts;
-    std::thread starter([&] { ts = c.start({&r0, &r1}, {0, 1}); });
-    RawNode to0 = RawNode::connect_as(2, c.opts[0], 0);
-    RawNode to1 = RawNode::connect_as(2, c.opts[0], 1);
-    starter.join();
-    ASSERT_TRUE(ts[0].ok()) << ts[0].error().message;
-    ASSERT_TRUE(ts[1].ok()) << ts[1].error().message;
+    TwoAndARawPeer m(c);
+    ASSERT_EQ(m.failed(), "");
+    auto& [r0, r1, ts, to0, to1] = m;
 
     // One good message first: it is delivered, then the garbage drops the connection.
     to0.write(bytes_of(raw_header(MsgType::InvAck, 0, 2)));
@@ -476,14 +490,9 @@ TEST(IcTcp, GarbageBeforeTheHandshakeIsDroppedAndTheMeshStillForms) {
 TEST(IcTcp, ASilentPeerIsDroppedAtTheHeartbeatDeadlineAndAnIdleLiveOneIsKept) {
     Cluster c(3);
     for (auto& o : c.opts) o.heartbeat = 400ms;
-    Recorder r0, r1;
-    std::vector<Result<std::unique_ptr<TcpTransport>>> ts;
-    std::thread starter([&] { ts = c.start({&r0, &r1}, {0, 1}); });
-    RawNode to0 = RawNode::connect_as(2, c.opts[0], 0);
-    RawNode to1 = RawNode::connect_as(2, c.opts[0], 1);
-    starter.join();
-    ASSERT_TRUE(ts[0].ok()) << ts[0].error().message;
-    ASSERT_TRUE(ts[1].ok()) << ts[1].error().message;
+    TwoAndARawPeer m(c);
+    ASSERT_EQ(m.failed(), "");
+    auto& [r0, r1, ts, to0, to1] = m;
 
     // Node 0 sends heartbeats on its idle connection to node 2.
     uint8_t hb[kHeaderBytes];
