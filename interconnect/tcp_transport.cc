@@ -522,7 +522,7 @@ void TcpTransport::on_readable(Peer& p) {
 std::chrono::milliseconds TcpTransport::keep_alive(Clock::time_point now) {
     using std::chrono::milliseconds;
     const milliseconds deadline = opts_.heartbeat;
-    const milliseconds idle = std::min(deadline / 4, milliseconds(250));
+    const milliseconds idle = std::min(deadline / 4, kHeartbeatIdle);
     Clock::time_point next = now + idle;
     for (auto& p : peers_) {
         if (p->lost.load(std::memory_order_relaxed)) continue;

@@ -16,6 +16,11 @@ namespace kv {
 
 using ConfigDigest = std::array<uint8_t, kDigestBytes>;
 
+// TransportOptions::heartbeat unless told otherwise: a silent peer is lost within 5 s.
+inline constexpr std::chrono::milliseconds kDefaultHeartbeat{4000};
+// A connection idle this long (or a quarter of the deadline, if shorter) gets a heartbeat.
+inline constexpr std::chrono::milliseconds kHeartbeatIdle{250};
+
 // Proves to a peer that this node holds the cluster key, and checks a peer's proof.
 // Issue 4 supplies the real one; with none installed the proof is all zeros and accepted.
 // Called on start-up threads only (never concurrently for one transport).
@@ -39,7 +44,7 @@ struct TransportOptions {
     // A peer from which nothing (message or heartbeat) has arrived for this long is lost:
     // its connection is dropped and reported like a close. Zero: never (TCP's own
     // retransmission limits still apply). Every node of a cluster should use the same.
-    std::chrono::milliseconds heartbeat{4000};
+    std::chrono::milliseconds heartbeat = kDefaultHeartbeat;
     AuthHook* auth = nullptr;  // not owned; must outlive start-up
     // An already listening socket to use instead of binding self's address (tests bind
     // port 0 first and share the ports). The transport duplicates it.

@@ -22,6 +22,7 @@
 
 #include "base/log.h"
 #include "base/result.h"
+#include "interconnect/transport_options.h"
 #include "vmm/config/origin.h"
 
 namespace kv::config {
@@ -35,8 +36,6 @@ inline constexpr uint32_t kMaxTimeDilation = 1000;
 inline constexpr uint64_t kNodeMemoryAlign = 2 * kMiB;  // a node's RAM slice is rounded up to this
 inline constexpr std::chrono::milliseconds kDefaultConnectTimeout{30000};
 inline constexpr std::chrono::microseconds kDefaultPageHold{0};
-// [cluster] heartbeat: a peer silent for this long is lost (TransportOptions::heartbeat).
-inline constexpr std::chrono::milliseconds kDefaultHeartbeat{4000};
 inline constexpr std::chrono::microseconds kMaxPageHold{100000};
 inline constexpr size_t kMinKeyBytes = 16;
 inline constexpr size_t kMaxKeyBytes = 4096;
@@ -87,7 +86,7 @@ struct Cluster {
     std::string key_file;         // [cluster] key-file, resolved like other paths
     std::vector<uint8_t> key;     // its contents: the cluster key (kMinKeyBytes or more)
     std::chrono::milliseconds connect_timeout = kDefaultConnectTimeout;
-    // [cluster] heartbeat; zero: off (TCP's own limits only)
+    // [cluster] heartbeat; zero: off (TCP's own limits only). Default: the transport's.
     std::chrono::milliseconds heartbeat = kDefaultHeartbeat;
     // [cluster] page-hold: the coherence engine's hold window (CoherenceEngine::Options).
     std::chrono::microseconds page_hold = kDefaultPageHold;

@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "base/units.h"
+#include "interconnect/transport_options.h"
 
 namespace kv::config {
 namespace {
@@ -188,8 +189,9 @@ Result<std::chrono::milliseconds> parse_heartbeat(std::string_view text) {
     if (text == "off") return std::chrono::milliseconds(0);
     Result<std::chrono::milliseconds> r = parse_duration(key, text);
     if (!r.ok()) return r.error();
-    // Heartbeats go out every 250 ms: a shorter deadline would drop live peers.
-    if (*r < std::chrono::seconds(1))
+    // A deadline of fewer than 4 idle times would drop live peers.
+    static_assert(4 * kHeartbeatIdle == std::chrono::seconds(1));
+    if (*r < 4 * kHeartbeatIdle)
         return bad(key, std::string(text) + " is too short (at least 1s, or off)");
     if (*r > std::chrono::minutes(10))
         return bad(key, std::string(text) + " is too long (at most 10m, or off)");
