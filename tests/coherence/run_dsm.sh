@@ -9,6 +9,12 @@
 #                                       must exit non-zero within 10 s naming node N-1
 #   run_dsm.sh garbage N kv-dsm-node    node N-1 sends an out-of-protocol page: the others
 #                                       must exit non-zero within 10 s naming node N-1
+#   run_dsm.sh silent N kv-dsm-node     netns as above; mid-run every packet to and from
+#                                       node N-1 is dropped (a tc blackhole qdisc on both
+#                                       ends of its veth: no reset, no FIN, as when its
+#                                       cable is pulled): the others must exit non-zero
+#                                       within 10 s naming node N-1, and node N-1 must
+#                                       exit too (it sees every other node go silent)
 # Scenario sizes can be overridden: DSM_THREADS, DSM_ITERS, DSM_ROUNDS.
 set -u
 mode=$1 n=$2 bin=$3
@@ -41,7 +47,7 @@ PY
 
 addr=()
 prefix=()
-if [ "$mode" = netns ]; then
+if [ "$mode" = netns ] || [ "$mode" = silent ]; then
     kv_netns_up "$tag" "$n" || fail "network namespaces"
     IFS=, read -r -a ns_names <<<"$KV_NETNS_NAMES"
     IFS=, read -r -a ns_addrs <<<"$KV_NETNS_ADDRS"
@@ -60,7 +66,7 @@ peers=$(IFS=,; echo "${addr[*]}")
 
 scenario=all extra=()
 case $mode in
-    kill) scenario=spin ;;
+    kill | silent) scenario=spin ;;
     garbage) scenario=spin extra=(--misbehave) ;;
 esac
 
@@ -83,13 +89,13 @@ loopback | netns)
     grep -q "counter $((iters * threads * n)) " "$work/node0.log" || fail "counter line"
     echo "PASS: $mode, $n nodes"
     ;;
-kill | garbage)
+kill | garbage | silent)
     victim=$((n - 1))
     # Bounded wait until the fault can happen: for kill, every node is in the scenario
     # (past the first barrier); for garbage, the victim is sending it (it spins only once
     # every node passed that barrier, and the others may be stopped before they print).
     for ((i = 0; i < 300; i++)); do
-        if [ "$mode" = kill ]; then
+        if [ "$mode" != garbage ]; then
             c=$(cat "$work"/node*.log | grep -c spinning)
             [ "$c" = "$n" ] && break
         else
@@ -97,13 +103,21 @@ kill | garbage)
         fi
         sleep 0.1   # polling a log file written by another process: no other signal
     done
-    if [ "$mode" = kill ]; then
+    if [ "$mode" != garbage ]; then
         [ "$c" = "$n" ] || fail "nodes did not start"
     else
         grep -q 'sending garbage' "$work/node$victim.log" || fail "node $victim never sent its garbage"
     fi
     # SIGKILL the node process itself (the child of its `timeout` wrapper).
     [ "$mode" = kill ] && kill -9 $(pgrep -P "${pids[$victim]}")
+    if [ "$mode" = silent ]; then
+        # Both ends of the victim's veth drop everything they would send: the hub's end
+        # what the bridge forwards to the victim, the victim's end all it sends.
+        tc -n "${ns_names[$victim]}" qdisc add dev "${tag}a$victim" root blackhole &&
+            tc -n "${tag}h" qdisc add dev "${tag}b$victim" root blackhole ||
+            fail "tc blackhole qdisc on node $victim's veth (CONFIG_NET_SCHED)"
+        echo "node $victim's veth drops all traffic from now on"
+    fi
     start=$(date +%s.%N)
     for ((k = 0; k < n; k++)); do
         [ $k = $victim ] && continue
@@ -119,6 +133,17 @@ kill | garbage)
         echo "node $k stopped with status $r: $(grep -m1 'kv-dsm-node:' "$work/node$k.log")"
     done
     echo "stopped in $(echo "$(date +%s.%N) - $start" | bc) s"
+    if [ "$mode" = silent ]; then
+        # The silenced node hears nobody either: it must stop by itself, naming a peer.
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "${pids[$victim]}" 2>/dev/null || break
+            sleep 0.1   # polling another process's exit with a deadline
+        done
+        kill -0 "${pids[$victim]}" 2>/dev/null && fail "node $victim still running 10 s after the others stopped"
+        wait "${pids[$victim]}"; r=$?
+        [ "$r" != 0 ] || fail "node $victim exited 0 after its traffic was dropped"
+        echo "node $victim stopped with status $r: $(grep -m1 'kv-dsm-node:' "$work/node$victim.log")"
+    fi
     echo "PASS: $mode, $n nodes"
     ;;
 esac
