@@ -18,7 +18,9 @@
 # last step before the save (its clock did not step back), node 1 sent its pages (the
 # hosts share no file system), node 0 stopped within 10 s of node 1's kill and said
 # "node 1 lost", both guests reported status 0 and vmm-launch exited 0
-# after each restore.
+# after each restore; and in a third restore on the 2 hosts, cut off mid-run when host 1's
+# link goes down (no reset, no FIN: the heartbeat is all that tells), node 0 stopped by
+# itself within 10 s with an error saying node 1 went silent, and exited non-zero.
 set -uo pipefail
 native=$1
 shift
@@ -73,6 +75,33 @@ restore() {
 restore one-host /tmp/one-node.conf
 lab_node 1 run
 restore two-hosts /kv/cluster.conf
+# Once more on the 2 hosts, and once the restored guest is running, host 1 is cut off the
+# network (lab_node 1 silence): no reset, no FIN, nothing more from node 1. Node 0 hears
+# no heartbeat and must stop by itself within 10 s, naming node 1.
+lab_node 1 run
+# shellcheck disable=SC2086 # the options are words
+timeout 300 vmm-launch --config /kv/cluster.conf --node 0 --cmdline "$cmdline" $opts \
+  --restore /tmp/snap >/tmp/restore-silenced.log 2>&1 &
+silenced_vmm=$!
+deadline=$(($(date +%s) + 600))
+until grep -q 'KV-STEP-4' /tmp/restore-silenced.log; do
+  kill -0 $silenced_vmm 2>/dev/null || { echo "KV-SILENCED-RUN-ENDED-EARLY"; break; }
+  [ "$(date +%s)" -lt "$deadline" ] || { echo "KV-SILENCED-RUN-NO-STEP"; break; }
+  sleep 0.2 # polling a log another process writes
+done
+lab_node 1 silence
+silenced=$(date +%s)
+while kill -0 $silenced_vmm 2>/dev/null && [ $(($(date +%s) - silenced)) -lt 30 ]; do sleep 0.2; done
+if kill -0 $silenced_vmm 2>/dev/null; then
+  echo "KV-NODE0-STILL-RUNNING-SILENCED"
+  kill -9 $silenced_vmm
+else
+  echo "KV-NODE0-STOPPED-AFTER-SILENCE=$(($(date +%s) - silenced))s"
+fi
+status=0
+wait $silenced_vmm || status=$?
+echo "silenced: KV-RESTORE-VMM-STATUS=$status"
+tr -d '\r' </tmp/restore-silenced.log | grep -E 'node 1' | head -n 3 | sed 's/^/silenced: /'
 SCRIPT
 guest='for i in 1 2 3 4 5 6 7 8; do parallel-work -u ${i}0 -m 2|grep -o checksum.[0-9a-f]*|sort -u>>/tmp/s;read u x </proc/uptime;echo KV-STEP-$i $u;done;echo KV-SUM-$(md5sum</tmp/s)'
 "$lab" boot --control-script "$script" "$@" -- "$guest" 2>&1 | tee "$out"
@@ -93,6 +122,21 @@ elif ((10#$after_kill >= 10)); then
   ok=0
 else
   echo "snapshot: node 0 stopped ${after_kill} s after node 1's kill, naming it"
+fi
+check "node 0 named node 1 silent after its link went down" '^ctl: silenced: .*node 1: silent for'
+after_silence=$(sed -n 's/^ctl: KV-NODE0-STOPPED-AFTER-SILENCE=\([0-9]*\)s.*/\1/p' "$out" | tail -n 1)
+if [[ -z $after_silence ]]; then
+  echo "snapshot: FAIL: node 0 did not stop by itself within 30 s of host 1's link going down" >&2
+  ok=0
+elif ((10#$after_silence >= 10)); then
+  echo "snapshot: FAIL: node 0 stopped ${after_silence} s after host 1's link went down (limit 10 s)" >&2
+  ok=0
+else
+  echo "snapshot: node 0 stopped ${after_silence} s after host 1 went silent, naming it"
+fi
+if grep -q '^ctl: silenced: KV-RESTORE-VMM-STATUS=0$' "$out"; then
+  echo "snapshot: FAIL: node 0 exited 0 although node 1 went silent" >&2
+  ok=0
 fi
 for where in one-host two-hosts; do
   check "restored on $where, the guest printed the checksum of a run without a break" "^ctl: $where: KV-SUM-$want"
