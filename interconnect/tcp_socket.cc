@@ -143,6 +143,14 @@ Status set_liveness(int fd, std::chrono::milliseconds timeout) {
     return opt(IPPROTO_TCP, TCP_KEEPCNT, probes, "TCP_KEEPCNT");
 }
 
+Status set_buffers(int fd, int bytes) {
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes) != 0)
+        return Error::from_errno("setsockopt SO_SNDBUF");
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes) != 0)
+        return Error::from_errno("setsockopt SO_RCVBUF");
+    return {};
+}
+
 Status set_nonblocking(int fd, bool on) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0) return Error::from_errno("fcntl F_GETFL");

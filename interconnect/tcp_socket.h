@@ -33,6 +33,8 @@ Status set_nodelay(int fd);
 // `timeout` too. Zero leaves the kernel's defaults.
 Status set_liveness(int fd, std::chrono::milliseconds timeout);
 Status set_nonblocking(int fd, bool on);
+// SO_SNDBUF and SO_RCVBUF (bytes; the kernel doubles the value and keeps it fixed).
+Status set_buffers(int fd, int bytes);
 
 // Waits until `fd` is ready for `events` (POLLIN/POLLOUT), the deadline passes
 // ("timed out") or `cancel_fd` (if >= 0) becomes readable ("cancelled").

@@ -192,8 +192,10 @@ Status TcpTransport::start() {
     if (!accepted.ok()) return Error{node_name(opts_.self) + ": " + accepted.error().message};
 
     for (auto& p : peers_) {
-        KV_TRY(set_nonblocking(p->fd.get(), false));  // sends block; receives use MSG_DONTWAIT
+        // Blocking mode, but every send and receive is MSG_DONTWAIT.
+        KV_TRY(set_nonblocking(p->fd.get(), false));
         KV_TRY(set_liveness(p->fd.get(), opts_.heartbeat));
+        if (opts_.socket_buffer > 0) KV_TRY(set_buffers(p->fd.get(), opts_.socket_buffer));
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.ptr = p.get();
@@ -428,26 +430,93 @@ Status TcpTransport::send(NodeId to, MsgHeader h, std::span<const uint8_t> paylo
         return Error{"send to node " + std::to_string(to) + ": connection lost (" + p->lost_why +
                      ")"};
     }
-    while (msg.msg_iovlen > 0) {
-        ssize_t n = ::sendmsg(p->fd.get(), &msg, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return Error::from_errno("send to node " + std::to_string(to));
-        }
-        // A partial write (socket buffer full, blocking send interrupted): skip what went out.
-        auto left = static_cast<size_t>(n);
-        while (msg.msg_iovlen > 0 && left >= msg.msg_iov[0].iov_len) {
-            left -= msg.msg_iov[0].iov_len;
-            ++msg.msg_iov;
-            --msg.msg_iovlen;
-        }
-        if (msg.msg_iovlen > 0) {
-            msg.msg_iov[0].iov_base = static_cast<uint8_t*>(msg.msg_iov[0].iov_base) + left;
-            msg.msg_iov[0].iov_len -= left;
-        }
+    KV_TRY(write_out(*p, &msg));
+    if (p->out.size() - p->out_head > kMaxSendQueue && !p->jammed.exchange(true)) {
+        // The receive thread sees the socket shut and drops the peer, naming this.
+        ::shutdown(p->fd.get(), SHUT_RDWR);
+        return Error{"send to node " + std::to_string(to) + ": its send queue grew past " +
+                     std::to_string(kMaxSendQueue >> 20) + " MiB"};
     }
     p->last_tx.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     return {};
+}
+
+size_t TcpTransport::queued(NodeId to) {
+    Peer* p = find(to);
+    if (!p) return 0;
+    std::lock_guard lock(p->send_mu);
+    return p->fd.valid() ? p->out.size() - p->out_head : 0;
+}
+
+Status TcpTransport::write_out(Peer& p, msghdr* msg) {
+    const int fd = p.fd.get();
+    const auto failed = [&] {
+        return Error::from_errno("send to node " + std::to_string(p.addr.id));
+    };
+    while (p.out_head < p.out.size()) {
+        ssize_t n = ::send(fd, p.out.data() + p.out_head, p.out.size() - p.out_head,
+                           MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            return failed();
+        }
+        p.out_head += static_cast<size_t>(n);
+    }
+    if (p.out_head == p.out.size()) {
+        p.out.clear();
+        p.out_head = 0;
+    }
+    // A new message goes straight to the socket only behind an empty queue (order).
+    while (msg && p.out.empty() && msg->msg_iovlen > 0) {
+        ssize_t n = ::sendmsg(fd, msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            return failed();
+        }
+        // Skip what went out (a partial write: the socket buffer filled).
+        auto left = static_cast<size_t>(n);
+        while (msg->msg_iovlen > 0 && left >= msg->msg_iov[0].iov_len) {
+            left -= msg->msg_iov[0].iov_len;
+            ++msg->msg_iov;
+            --msg->msg_iovlen;
+        }
+        if (msg->msg_iovlen > 0) {
+            msg->msg_iov[0].iov_base = static_cast<uint8_t*>(msg->msg_iov[0].iov_base) + left;
+            msg->msg_iov[0].iov_len -= left;
+        }
+    }
+    for (size_t i = 0; msg && i < msg->msg_iovlen; ++i) {
+        const auto* b = static_cast<const uint8_t*>(msg->msg_iov[i].iov_base);
+        p.out.insert(p.out.end(), b, b + msg->msg_iov[i].iov_len);
+    }
+    // Written bytes leave the front once they are half the buffer (amortised O(1)).
+    if (p.out_head > 0 && p.out_head * 2 >= p.out.size()) {
+        p.out.erase(p.out.begin(), p.out.begin() + static_cast<std::ptrdiff_t>(p.out_head));
+        p.out_head = 0;
+    }
+    watch_out(p, !p.out.empty());
+    return {};
+}
+
+void TcpTransport::watch_out(Peer& p, bool on) {
+    if (p.want_out == on) return;
+    epoll_event ev{};
+    ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+    ev.data.ptr = &p;
+    // Fails only for a peer drop() already took out of the set: nothing to watch then.
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, p.fd.get(), &ev) == 0) p.want_out = on;
+}
+
+void TcpTransport::on_writable(Peer& p) {
+    Status st;
+    {
+        std::lock_guard lock(p.send_mu);
+        if (!p.fd.valid()) return;
+        st = write_out(p, nullptr);
+    }
+    if (!st) drop(p, Error{node_name(p.addr.id) + ": " + st.error().message});
 }
 
 void TcpTransport::receive_loop() {
@@ -471,7 +540,11 @@ void TcpTransport::receive_loop() {
             if (stopping_.load(std::memory_order_acquire)) return;
             auto* p = static_cast<Peer*>(events[i].data.ptr);
             if (!p) return;  // the wake eventfd: shutdown() is waiting for this thread
-            if (!p->lost.load(std::memory_order_relaxed)) on_readable(*p);
+            const uint32_t ready = events[i].events;
+            if ((ready & EPOLLOUT) && !p->lost.load(std::memory_order_relaxed)) on_writable(*p);
+            if ((ready & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
+                !p->lost.load(std::memory_order_relaxed))
+                on_readable(*p);
         }
     }
 }
@@ -553,40 +626,38 @@ std::chrono::milliseconds TcpTransport::keep_alive(Clock::time_point now) {
 
 void TcpTransport::send_heartbeat(Peer& p, Clock::time_point now) {
     std::unique_lock lock(p.send_mu, std::try_to_lock);
-    // A sender holds it: that connection has traffic in flight.
-    if (!lock.owns_lock() || !p.fd.valid()) return;
+    // A sender holds it, or bytes are queued: that connection has traffic in flight.
+    if (!lock.owns_lock() || !p.fd.valid() || p.out_head < p.out.size()) return;
     MsgHeader h;
     h.type = static_cast<uint16_t>(MsgType::Heartbeat);
     h.src = opts_.self;
     h.length = 0;
-    const auto* bytes = reinterpret_cast<const uint8_t*>(&h);
-    size_t done = 0;
-    while (done < sizeof h) {
-        // Never waits for room before the first byte; a started message is finished, as
-        // any other send would (bounded by TCP_USER_TIMEOUT).
-        const int flags = MSG_NOSIGNAL | (done == 0 ? MSG_DONTWAIT : 0);
-        ssize_t n = ::send(p.fd.get(), bytes + done, sizeof h - done, flags);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            // Full (data in flight) or broken (the receive side will see it): nothing to do.
-            return;
-        }
-        done += static_cast<size_t>(n);
-    }
-    p.last_tx.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+    iovec iov{&h, sizeof h};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    // Never waits; a broken socket is the receive side's to report.
+    if (write_out(p, &msg).ok())
+        p.last_tx.store(now.time_since_epoch().count(), std::memory_order_relaxed);
 }
 
-void TcpTransport::drop(Peer& p, const Error& why) {
+void TcpTransport::drop(Peer& p, const Error& seen) {
     if (p.lost.exchange(true)) return;
+    // A send() that overflowed the queue shut the socket: that is the reason, not the close.
+    const Error why = p.jammed.load()
+                          ? Error{node_name(p.addr.id) + ": its send queue grew past " +
+                                  std::to_string(kMaxSendQueue >> 20) + " MiB (it does not read)"}
+                          : seen;
     KV_ERROR("interconnect: dropping connection to node %u (%s): %s", p.addr.id,
              address_of(p.addr).c_str(), why.message.c_str());
     (void)epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, p.fd.get(), nullptr);
-    // Wake a sender blocked in sendmsg on this socket before waiting for its mutex.
     ::shutdown(p.fd.get(), SHUT_RDWR);
     {
         std::lock_guard lock(p.send_mu);
         p.lost_why = why.message;
         p.fd.reset();
+        p.out.clear();
+        p.out_head = 0;
     }
     handler_->on_peer_lost(p.addr.id, why);
 }
@@ -605,7 +676,26 @@ void TcpTransport::shutdown() {
             receiver_.join();
         }
     }
-    // The receive thread is gone: only senders touch the sockets now, under send_mu.
+    // The receive thread is gone: only senders touch the sockets now, under send_mu. What
+    // the queues hold (a Shutdown sent just before, say) is written out first, within
+    // kShutdownFlush.
+    const auto flush_by = Clock::now() + kShutdownFlush;
+    for (auto& p : peers_) {
+        std::lock_guard lock(p->send_mu);
+        while (p->fd.valid() && !p->out.empty() && write_out(*p, nullptr).ok() && !p->out.empty()) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(flush_by - Clock::now());
+            if (left.count() <= 0) {
+                KV_WARN(
+                    "interconnect: %zu bytes to node %u not sent: it did not take them within %lld "
+                    "ms",
+                    p->out.size() - p->out_head, p->addr.id,
+                    static_cast<long long>(kShutdownFlush.count()));
+                break;
+            }
+            pollfd pfd{p->fd.get(), POLLOUT, 0};
+            (void)::poll(&pfd, 1, static_cast<int>(left.count()));
+        }
+    }
     for (auto& p : peers_) {
         if (p->fd.valid()) ::shutdown(p->fd.get(), SHUT_RDWR);
         std::lock_guard lock(p->send_mu);

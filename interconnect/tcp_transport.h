@@ -19,11 +19,17 @@
 //     shutdown() signals. It reads into the peer's StreamParser (one preallocated buffer
 //     of 32 + kMaxPayload bytes per peer), validates every header with the codec and calls
 //     the handler in order per peer (and, as one thread, in one order over all peers).
-//   - send() from any thread: a per-peer mutex, one sendmsg() of header + payload (a
-//     partial write is continued under the same mutex), so a message is never interleaved
-//     with another and messages to one peer leave in the order their send() returned.
-//     Sockets are blocking for sends: a full socket buffer makes send() wait (backpressure).
-//   - no heap allocation per message on either path (errors aside).
+//   - send() from any thread never waits for the network: under a per-peer mutex it writes
+//     header + payload with one non-blocking sendmsg(); what the socket buffer does not
+//     take goes to the peer's send queue (a byte buffer), and while that queue holds
+//     anything later messages join it behind, so messages to one peer leave whole and in
+//     the order their send() returned. The receive thread writes the queue out when the
+//     socket is writable (EPOLLOUT, asked for only while the queue is not empty). So a
+//     caller may send under its own lock (the coherence engine does) and two nodes whose
+//     socket buffers are full cannot deadlock: neither receive thread ever blocks in a
+//     send. The queue is bounded by the protocols above (request/reply, one fault per
+//     vCPU); past kMaxSendQueue bytes the peer is taken as not reading and dropped.
+//   - no heap allocation per message when the socket takes it at once (errors aside).
 //
 // Liveness (TransportOptions::heartbeat, H): the receive thread sends a 32-byte Heartbeat on
 // every connection nothing was sent on for min(H/4, 250 ms), and drops a peer from which
@@ -41,9 +47,13 @@
 // on_peer_lost(peer, why) exactly once, on the receive thread. Other peers are unaffected.
 // send() to a lost peer fails with the reason.
 //
-// shutdown(): stops and joins the receive thread, then closes every socket; no handler
-// call happens after it returns. It must not be called from inside a handler.
+// shutdown(): stops and joins the receive thread, writes out what the send queues still
+// hold (waiting at most kShutdownFlush for each socket to take it: a Shutdown message sent
+// just before is not lost), then closes every socket; no handler call happens after it
+// returns. It must not be called from inside a handler.
 #pragma once
+
+#include <sys/socket.h>
 
 #include <atomic>
 #include <memory>
@@ -59,6 +69,11 @@
 
 namespace kv {
 
+// A peer whose send queue grows past this is not reading: its connection is dropped.
+inline constexpr size_t kMaxSendQueue = size_t(256) << 20;
+// shutdown() waits at most this long for the send queues to drain.
+inline constexpr std::chrono::milliseconds kShutdownFlush{2000};
+
 class TcpTransport final : public Transport {
   public:
     // Builds the mesh (blocking until done or the connect deadline) and starts receiving.
@@ -69,6 +84,9 @@ class TcpTransport final : public Transport {
     NodeId self() const override { return opts_.self; }
     Status send(NodeId to, MsgHeader h, std::span<const uint8_t> payload = {}) override;
     void shutdown() override;
+    // Bytes waiting in the send queue to `to` (0 for an unknown or lost peer); for tests
+    // and statistics.
+    size_t queued(NodeId to);
 
   private:
     struct Peer {
@@ -79,7 +97,13 @@ class TcpTransport final : public Transport {
         Fd fd;
         std::mutex send_mu;
         std::atomic<bool> lost{false};
-        std::string lost_why;                // under send_mu
+        std::string lost_why;  // under send_mu
+        // The send queue (under send_mu): out[out_head..] is still to be written; while it
+        // is not empty the socket is watched for EPOLLOUT (want_out).
+        std::vector<uint8_t> out;
+        size_t out_head = 0;
+        bool want_out = false;
+        std::atomic<bool> jammed{false};     // the queue overflowed: drop() names that
         StreamParser parser;                 // receive thread only
         Clock::time_point last_rx;           // receive thread only: bytes last arrived
         std::atomic<Clock::rep> last_tx{0};  // a message last went out (Clock ticks)
@@ -95,6 +119,13 @@ class TcpTransport final : public Transport {
     void receive_loop();
     void on_readable(Peer& p);
     void drop(Peer& p, const Error& why);
+    // Under p.send_mu: writes what the socket takes of the queue without waiting (then of
+    // iov, if the queue emptied), queues the rest of iov and watches EPOLLOUT while
+    // anything is left. An error is the socket's (reset, broken).
+    Status write_out(Peer& p, ::msghdr* msg);
+    // Receive thread, on EPOLLOUT.
+    void on_writable(Peer& p);
+    void watch_out(Peer& p, bool on);  // under p.send_mu
     // Receive thread: drops silent peers and sends heartbeats on idle connections; returns
     // how long until it is next due.
     std::chrono::milliseconds keep_alive(Clock::time_point now);

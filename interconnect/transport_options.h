@@ -45,6 +45,9 @@ struct TransportOptions {
     // its connection is dropped and reported like a close. Zero: never (TCP's own
     // retransmission limits still apply). Every node of a cluster should use the same.
     std::chrono::milliseconds heartbeat = kDefaultHeartbeat;
+    // SO_SNDBUF and SO_RCVBUF of every connection in bytes (the kernel doubles them); zero
+    // leaves the kernel's autotuning. Tests make them small to fill them quickly.
+    int socket_buffer = 0;
     AuthHook* auth = nullptr;  // not owned; must outlive start-up
     // An already listening socket to use instead of binding self's address (tests bind
     // port 0 first and share the ports). The transport duplicates it.

@@ -240,6 +240,94 @@ TEST(IcTcp, OrderPreservedPerSenderUnderConcurrentSenders) {
     }
 }
 
+// Each node's handler answers a page with a page under the node's "engine" lock, which the
+// node's own sending thread holds across every send (as the coherence engine holds its
+// lock across the sends of a fault's actions), over socket buffers of a few KiB. Were
+// sends blocking, each sender would wait for the other node to read, while that node's
+// receive thread waits for its lock: a deadlock. With send queues both floods complete.
+class Echoer : public Recorder {
+  public:
+    static constexpr uint64_t kReply = 1;
+    std::mutex engine;
+    TcpTransport* t = nullptr;
+    NodeId peer = 0;
+    std::atomic<int> originals{0}, replies{0}, send_errors{0};
+    void on_message(NodeId from, const MsgHeader& h, std::span<const uint8_t> p) override {
+        if (h.request_id == kReply) {
+            EXPECT_EQ(std::vector<uint8_t>(p.begin(), p.end()),
+                      pattern(kPagePayload, 1000 + h.arg));
+            replies++;
+        } else {
+            EXPECT_EQ(h.arg, static_cast<uint64_t>(originals.load())) << "order from node " << from;
+            std::lock_guard l(engine);
+            MsgHeader r;
+            r.type = static_cast<uint16_t>(MsgType::Grant);
+            r.arg = h.arg;
+            r.request_id = kReply;
+            if (!t->send(peer, r, pattern(kPagePayload, 1000 + h.arg)).ok()) send_errors++;
+            originals++;
+        }
+        Recorder::on_message(from, h, {});
+    }
+};
+
+TEST(IcTcp, CrossingFloodsUnderTheSendersLocksOverSmallSocketBuffersComplete) {
+    Cluster c(2);
+    // 64 KiB (128 KiB as the kernel counts): 16 pages in flight each way. (With 16 KiB,
+    // loopback's TCP stalled for seconds with data in the send buffer and none unread at
+    // the peer, whatever the transport did.)
+    for (auto& o : c.opts) o.socket_buffer = 65536;
+    Echoer e0, e1;
+    auto ts = c.start({&e0, &e1});
+    ASSERT_TRUE(ts[0].ok() && ts[1].ok());
+    Echoer* e[2] = {&e0, &e1};
+    for (int k = 0; k < 2; ++k) {
+        e[k]->t = ts[k].value().get();
+        e[k]->peer = static_cast<NodeId>(1 - k);
+    }
+    constexpr int kPages = 2000;  // 8 MiB each way, and as much in replies
+    std::atomic<size_t> most_queued{0};
+    std::vector<std::thread> senders;
+    for (int k = 0; k < 2; ++k) {
+        senders.emplace_back([&, k] {
+            for (int i = 0; i < kPages; ++i) {
+                std::lock_guard l(e[k]->engine);
+                MsgHeader h;
+                h.type = static_cast<uint16_t>(MsgType::Grant);
+                h.arg = static_cast<uint64_t>(i);
+                ASSERT_TRUE(e[k]->t->send(e[k]->peer, h, pattern(kPagePayload, i)).ok());
+                const size_t q = e[k]->t->queued(e[k]->peer);
+                if (q > most_queued) most_queued = q;
+            }
+        });
+    }
+    // Bounded: were the nodes deadlocked, the threads could never be joined.
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           !(e0.wait_messages(2 * kPages) && e1.wait_messages(2 * kPages))) {
+    }
+    if (!(e0.replies == kPages && e1.replies == kPages)) {
+        const auto why = [](Echoer& e, NodeId peer) {
+            auto l = e.lost(peer);
+            return l.empty() ? std::string("connected") : l.front();
+        };
+        ADD_FAILURE() << "the floods did not complete within 60 s (deadlock?): node 0 got "
+                      << e0.originals << " pages and " << e0.replies << " replies, node 1 "
+                      << e1.originals << " and " << e1.replies << " of " << kPages << "; queued "
+                      << e0.t->queued(1) << " and " << e1.t->queued(0) << " bytes; " << why(e0, 1)
+                      << "; " << why(e1, 0);
+        std::fflush(nullptr);
+        std::_Exit(1);
+    }
+    for (auto& s : senders) s.join();
+    EXPECT_EQ(e0.send_errors, 0);
+    EXPECT_EQ(e1.send_errors, 0);
+    // The socket buffers did fill: messages waited in a send queue.
+    EXPECT_GT(most_queued.load(), 0u);
+    EXPECT_TRUE(e0.lost(1).empty());
+    EXPECT_TRUE(e1.lost(0).empty());
+}
+
 TEST(IcTcp, HandshakeRefusedOnDigestMismatch) {
     // Node 0 keeps waiting for a node 1 with the right config until its deadline, then
     // names the peer it did not reach and the Hello it refused.
