@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "base/fd.h"
@@ -175,7 +177,10 @@ void ClusterKeyAuth::fill_proof(HelloPayload& mine, NodeId peer) {
     in.receiver = peer;
     in.version = mine.protocol_version;
     in.status = mine.status;
-    if (self_ > peer) {
+    // A refusal (non-zero status) is always a HelloAck, even to a Hello that claimed a lower
+    // id: signing it as a Hello would replace the nonce of our own Hello to that node, and
+    // its genuine HelloAck would then be refused.
+    if (self_ > peer && mine.status == 0) {
         // Connector: time stamp, then 8 random bytes.
         in.role = kRoleHello;
         const uint64_t now = static_cast<uint64_t>(clock_());
@@ -246,9 +251,13 @@ Status ClusterKeyAuth::verify_proof(const HelloPayload& theirs) {
         // The proof is genuine; refuse it if stale or seen before (a replay).
         int64_t stamp = 0;
         for (size_t i = 0; i < 8; ++i) stamp |= int64_t{nonce[i]} << (8 * i);
-        const int64_t skew = clock_() - stamp;
-        if (skew > freshness_.count() || -skew > freshness_.count()) {
-            return Error{who + ": Hello stamped " + seconds(skew) +
+        // How far apart the clocks are, without overflow: the stamp may be any 64-bit value.
+        const int64_t now = clock_();
+        const uint64_t apart =
+            stamp > now ? uint64_t(stamp) - uint64_t(now) : uint64_t(now) - uint64_t(stamp);
+        if (apart > uint64_t(freshness_.count())) {
+            const auto shown = int64_t(std::min<uint64_t>(apart, INT64_MAX));
+            return Error{who + ": Hello stamped " + seconds(stamp > now ? -shown : shown) +
                          " from this host's clock (at most " + seconds(freshness_.count()) +
                          " allowed): a replay, or the hosts' clocks differ"};
         }

@@ -203,6 +203,24 @@ TEST(BootLinuxLoader, TooLittleMemoryForKernelAlone) {
     EXPECT_EQ(info.error().message, "memory: 32M is too small for kernel (48 MiB)");
 }
 
+TEST(BootLinuxLoader, FootprintPastTheEndOfTheAddressSpaceRefused) {
+    // A fixed-address kernel whose pref_address + init_size wraps round 2^64 (found by
+    // tests/fuzz/bzimage_fuzz.cc): its footprint must not look small enough to fit.
+    auto mem = GuestMemory::create(256 * kMiB);
+    ASSERT_TRUE(mem.ok());
+    auto kernel = fake_bzimage();
+    setup_header h;
+    std::memcpy(&h, kernel.data() + 0x1F1, sizeof h);
+    h.relocatable_kernel = 0;
+    h.pref_address = 0xFFFFFFFF01000000;
+    h.init_size = 0xFFFFFFFF;
+    std::memcpy(kernel.data() + 0x1F1, &h, sizeof h);
+    TempFile kf(kernel);
+    auto info = load_linux(*mem, {kf.path(), "", "", 0});
+    ASSERT_FALSE(info.ok());
+    EXPECT_EQ(info.error().message, "memory: 256M is too small for kernel (17592186044416 MiB)");
+}
+
 TEST(BootLinuxLoader, CmdlineLongerThanKernelLimit) {
     auto mem = GuestMemory::create(128 * kMiB);
     ASSERT_TRUE(mem.ok());

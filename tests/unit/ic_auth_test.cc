@@ -205,6 +205,21 @@ TEST(IcAuth, StaleHelloRefused) {
     EXPECT_TRUE(n0b.verify_proof(hello).ok());
 }
 
+TEST(IcAuth, HelloStampedAtTheEndsOfTimeRefused) {
+    // A signed Hello may carry any 64-bit stamp (a node whose clock is broken): refused,
+    // without overflow in the clocks' distance.
+    int64_t now = 1'700'000'000'000;
+    for (int64_t stamp : {INT64_MIN, INT64_MAX}) {
+        ClusterKeyAuth n1(1, key_a(), digest(7), 300s, [&] { return stamp; });
+        ClusterKeyAuth n0(0, key_a(), digest(7), 300s, [&] { return now; });
+        HelloPayload hello = blank(1);
+        n1.fill_proof(hello, 0);
+        Status st = n0.verify_proof(hello);
+        ASSERT_FALSE(st.ok());
+        EXPECT_NE(st.error().message.find("node 1: Hello stamped "), std::string::npos);
+    }
+}
+
 TEST(IcAuth, AckWithoutHelloRefused) {
     ClusterKeyAuth n1(1, key_a(), digest(7)), n0(0, key_a(), digest(7));
     HelloPayload ack = blank(0);
@@ -212,6 +227,23 @@ TEST(IcAuth, AckWithoutHelloRefused) {
     Status st = n1.verify_proof(ack);
     ASSERT_FALSE(st.ok());
     EXPECT_EQ(st.error().message, "node 0: a HelloAck without our Hello");
+}
+
+TEST(IcAuth, RefusingAHelloThatClaimsALowerIdKeepsOurOwnHelloToThatNode) {
+    // Node 1 has sent its Hello to node 0; before node 0's answer comes, a connection to
+    // node 1's listener claims to be node 0 (anyone may send that, key or not). Node 1
+    // refuses it with a signed HelloAck; node 0's genuine answer must still be accepted.
+    ClusterKeyAuth n1(1, key_a(), digest(7)), n0(0, key_a(), digest(7));
+    HelloPayload hello = blank(1);
+    n1.fill_proof(hello, 0);
+    ASSERT_TRUE(n0.verify_proof(hello).ok());
+    HelloPayload ack = blank(0);
+    n0.fill_proof(ack, 1);
+    EXPECT_FALSE(n1.verify_proof(blank(0)).ok());  // the impostor's Hello
+    HelloPayload refusal = blank(1);
+    refusal.status = static_cast<uint16_t>(HelloStatus::AuthFailed);
+    n1.fill_proof(refusal, 0);
+    EXPECT_TRUE(n1.verify_proof(ack).ok());
 }
 
 TEST(IcAuth, OwnIdRefused) {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "base/fd.h"
@@ -27,7 +28,7 @@ uint64_t align_up(uint64_t v, uint64_t a) {
     return a ? (v + a - 1) / a * a : v;
 }
 uint64_t mib_ceil(uint64_t v) {
-    return (v + kMiB - 1) / kMiB;
+    return v / kMiB + (v % kMiB != 0);
 }
 
 uint64_t low_ram_end(const GuestMemory& mem) {
@@ -45,7 +46,10 @@ uint64_t kernel_footprint_end(const setup_header& h, uint64_t image_size) {
         h.relocatable_kernel
             ? std::max<uint64_t>(align_up(kKernelGpa, h.kernel_alignment), h.pref_address)
             : h.pref_address;
-    return std::max(kKernelGpa + image_size, run + h.init_size);
+    // pref_address is the image's to choose: a footprint past the end of the address space
+    // saturates (too big for any RAM) instead of wrapping round to a small end.
+    uint64_t end = run > UINT64_MAX - h.init_size ? UINT64_MAX : run + h.init_size;
+    return std::max(kKernelGpa + image_size, end);
 }
 
 Error too_small(const GuestMemory& mem, uint64_t kernel_end, uint64_t initrd_size) {
