@@ -24,6 +24,11 @@ namespace {
 
 constexpr size_t kHelloMessage = kHeaderBytes + sizeof(HelloPayload);
 
+// What send() and drop() say of a peer whose send queue passed kMaxSendQueue.
+std::string queue_overflow() {
+    return "its send queue grew past " + std::to_string(kMaxSendQueue >> 20) + " MiB";
+}
+
 std::string node_name(NodeId id) {
     return "node " + std::to_string(id);
 }
@@ -434,8 +439,7 @@ Status TcpTransport::send(NodeId to, MsgHeader h, std::span<const uint8_t> paylo
     if (p->out.size() - p->out_head > kMaxSendQueue && !p->jammed.exchange(true)) {
         // The receive thread sees the socket shut and drops the peer, naming this.
         ::shutdown(p->fd.get(), SHUT_RDWR);
-        return Error{"send to node " + std::to_string(to) + ": its send queue grew past " +
-                     std::to_string(kMaxSendQueue >> 20) + " MiB"};
+        return Error{"send to node " + std::to_string(to) + ": " + queue_overflow()};
     }
     p->last_tx.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     return {};
@@ -644,10 +648,10 @@ void TcpTransport::send_heartbeat(Peer& p, Clock::time_point now) {
 void TcpTransport::drop(Peer& p, const Error& seen) {
     if (p.lost.exchange(true)) return;
     // A send() that overflowed the queue shut the socket: that is the reason, not the close.
-    const Error why = p.jammed.load()
-                          ? Error{node_name(p.addr.id) + ": its send queue grew past " +
-                                  std::to_string(kMaxSendQueue >> 20) + " MiB (it does not read)"}
-                          : seen;
+    const Error why =
+        p.jammed.load()
+            ? Error{node_name(p.addr.id) + ": " + queue_overflow() + " (it does not read)"}
+            : seen;
     KV_ERROR("interconnect: dropping connection to node %u (%s): %s", p.addr.id,
              address_of(p.addr).c_str(), why.message.c_str());
     (void)epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, p.fd.get(), nullptr);
